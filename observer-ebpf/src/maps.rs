@@ -1,0 +1,77 @@
+//! Maps, globals and the small helpers every program uses.
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use observer_common::{
+    ChunkRecord, Counter, DEFAULT_CAPTURE_CAP, LostRange, PORT_SLOTS, StreamKey,
+};
+
+/// Userspace resizes this before loading (`--ring-size`).
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+#[map(name = "TARGET_PORTS")]
+pub static TARGET_PORTS: Array<u32> = Array::with_max_entries(PORT_SLOTS, 0);
+
+#[map(name = "TARGET_COOKIES")]
+pub static TARGET_COOKIES: HashMap<u64, u32> = HashMap::with_max_entries(65536, 0);
+
+#[map(name = "TARGET_PIDS")]
+pub static TARGET_PIDS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+
+#[map(name = "TARGET_COMMS")]
+pub static TARGET_COMMS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(256, 0);
+
+#[map(name = "COUNTERS")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+
+#[map(name = "LOST_RANGES")]
+pub static LOST_RANGES: LruHashMap<StreamKey, LostRange> = LruHashMap::with_max_entries(16384, 0);
+
+#[map(name = "SCRATCH")]
+pub static SCRATCH: PerCpuArray<ChunkRecord> = PerCpuArray::with_max_entries(1, 0);
+
+#[unsafe(no_mangle)]
+static CAPTURE_CAP: u32 = DEFAULT_CAPTURE_CAP;
+
+#[unsafe(no_mangle)]
+static TRACK_OUTGOING: u32 = 0;
+
+/// Globals must be read volatile, or the compiler folds in the default values.
+#[inline(always)]
+pub fn capture_cap() -> u32 {
+    unsafe { core::ptr::read_volatile(&CAPTURE_CAP) }
+}
+
+#[inline(always)]
+pub fn track_outgoing() -> bool {
+    unsafe { core::ptr::read_volatile(&TRACK_OUTGOING) != 0 }
+}
+
+#[inline(always)]
+pub fn count(counter: Counter, n: u64) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // Per-CPU slot: no other writer while this program runs on this CPU.
+        unsafe { *slot += n }
+    }
+}
+
+#[inline(always)]
+pub fn port_selected(port: u32) -> bool {
+    matches!(TARGET_PORTS.get(port), Some(v) if *v != 0)
+}
+
+#[inline(always)]
+pub fn current_tgid() -> u32 {
+    (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+/// Writes a fixed-size control record (connection or process) and counts the outcome.
+#[inline(always)]
+pub fn emit_control<T>(record: &T) {
+    match EVENTS.output::<T>(record, 0) {
+        Ok(()) => count(Counter::ControlEmitted, 1),
+        Err(_) => count(Counter::ControlLost, 1),
+    }
+}

@@ -1,0 +1,233 @@
+//! Target selection: `--pid`, `--process`, `--port` resolved to processes, their cgroups and the
+//! TCP ports whose traffic is captured.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+};
+
+use super::procfs::{ProcError, ProcFs};
+
+/// What the user asked to watch. Selectors add up.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TargetSpec {
+    /// Exactly these processes.
+    pub pids: Vec<u32>,
+    /// Every process with this comm or executable name, now and later (restarts are followed).
+    pub names: Vec<String>,
+    /// The process listening on each port; only these ports of it are captured.
+    pub ports: Vec<u16>,
+}
+
+impl TargetSpec {
+    pub fn is_empty(&self) -> bool {
+        self.pids.is_empty() && self.names.is_empty() && self.ports.is_empty()
+    }
+}
+
+/// A resolved target process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub pid: u32,
+    pub comm: String,
+    /// cgroup v2 directory the process's sockets are created in (absolute path).
+    pub cgroup: PathBuf,
+    /// Local TCP ports captured for it.
+    pub ports: BTreeSet<u16>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("no target given: use --pid PID, --process NAME or --port PORT")]
+    Empty,
+    #[error("no process with pid {0} (it may have exited); check the pid with `ps -p {0}`")]
+    NoSuchPid(u32),
+    #[error(
+        "no running process is named {0:?} (comm or executable name); check with `pgrep -l {0}`, or start the broker first"
+    )]
+    NoSuchName(String),
+    #[error("no process is listening on TCP port {0}; check with `ss -ltnp 'sport = :{0}'`")]
+    NoListener(u16),
+    #[error(
+        "process {pid} has no cgroup v2 membership in /proc/{pid}/cgroup; cgroup v2 must be mounted"
+    )]
+    NoCgroup { pid: u32 },
+    #[error(transparent)]
+    Proc(#[from] ProcError),
+}
+
+impl TargetError {
+    /// A selector that names nothing (as opposed to an unreadable /proc).
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            Self::NoSuchPid(_) | Self::NoSuchName(_) | Self::NoListener(_) | Self::Empty
+        )
+    }
+}
+
+/// Resolves a spec against /proc.
+pub struct Resolver {
+    pub proc: ProcFs,
+    pub cgroup_root: PathBuf,
+}
+
+impl Resolver {
+    pub fn new(proc: ProcFs, cgroup_root: PathBuf) -> Self {
+        Self { proc, cgroup_root }
+    }
+
+    /// Every target the spec names right now. With `strict`, a selector that matches nothing is an
+    /// error (start-up); without, it is skipped (later refreshes, while a broker restarts).
+    pub fn resolve(&self, spec: &TargetSpec, strict: bool) -> Result<Vec<Target>, TargetError> {
+        if spec.is_empty() {
+            return Err(TargetError::Empty);
+        }
+        // pid → Some(ports) when only some ports were asked for, None for all its listeners.
+        let mut wanted: BTreeMap<u32, Option<BTreeSet<u16>>> = BTreeMap::new();
+        for &pid in &spec.pids {
+            if self.proc.exists(pid) {
+                wanted.insert(pid, None);
+            } else if strict {
+                return Err(TargetError::NoSuchPid(pid));
+            }
+        }
+        for name in &spec.names {
+            let pids = self.proc.find_by_name(name)?;
+            if pids.is_empty() && strict {
+                return Err(TargetError::NoSuchName(name.clone()));
+            }
+            for pid in pids {
+                wanted.insert(pid, None);
+            }
+        }
+        for &port in &spec.ports {
+            let pids = self.proc.pid_listening_on(port)?;
+            if pids.is_empty() && strict {
+                return Err(TargetError::NoListener(port));
+            }
+            for pid in pids {
+                match wanted.entry(pid).or_insert_with(|| Some(BTreeSet::new())) {
+                    Some(ports) => {
+                        ports.insert(port);
+                    }
+                    None => {} // already wanted with all its ports
+                }
+            }
+        }
+        let mut targets = Vec::with_capacity(wanted.len());
+        for (pid, only) in wanted {
+            match self.describe(pid, only) {
+                Ok(t) => targets.push(t),
+                // Exited between listing and reading: not an error unless it was asked by pid.
+                Err(TargetError::Proc(ProcError::NoSuchProcess { .. })) if !strict => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(targets)
+    }
+
+    fn describe(&self, pid: u32, only: Option<BTreeSet<u16>>) -> Result<Target, TargetError> {
+        let comm = self.proc.comm(pid)?;
+        let rel = self
+            .proc
+            .cgroup_v2_path(pid)?
+            .ok_or(TargetError::NoCgroup { pid })?;
+        let cgroup = join_cgroup(&self.cgroup_root, &rel);
+        let ports = match only {
+            Some(ports) => ports,
+            None => self.proc.listening_ports(pid)?.into_iter().collect(),
+        };
+        Ok(Target {
+            pid,
+            comm,
+            cgroup,
+            ports,
+        })
+    }
+}
+
+/// "/sys/fs/cgroup" + "/a/b" → "/sys/fs/cgroup/a/b"; "/" is the root itself.
+pub fn join_cgroup(root: &Path, rel: &str) -> PathBuf {
+    let rel = rel.trim_start_matches('/');
+    if rel.is_empty() {
+        root.to_owned()
+    } else {
+        root.join(rel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_paths_join() {
+        let root = Path::new("/sys/fs/cgroup/unified");
+        assert_eq!(join_cgroup(root, "/"), root);
+        assert_eq!(join_cgroup(root, "/my-broker"), root.join("my-broker"));
+        assert_eq!(join_cgroup(root, "/a/b.scope"), root.join("a/b.scope"));
+    }
+
+    #[test]
+    fn empty_spec_is_an_error() {
+        let r = Resolver::new(ProcFs::default(), PathBuf::from("/sys/fs/cgroup"));
+        assert!(matches!(
+            r.resolve(&TargetSpec::default(), true),
+            Err(TargetError::Empty)
+        ));
+    }
+
+    #[test]
+    fn unknown_selectors_are_errors_only_when_strict() {
+        let r = Resolver::new(ProcFs::default(), PathBuf::from("/sys/fs/cgroup"));
+        let spec = TargetSpec {
+            pids: vec![u32::MAX - 1],
+            ..Default::default()
+        };
+        assert!(matches!(
+            r.resolve(&spec, true),
+            Err(TargetError::NoSuchPid(_))
+        ));
+        assert!(r.resolve(&spec, false).unwrap().is_empty());
+        let spec = TargetSpec {
+            names: vec!["no-such-broker-xyz".into()],
+            ..Default::default()
+        };
+        assert!(matches!(
+            r.resolve(&spec, true),
+            Err(TargetError::NoSuchName(_))
+        ));
+    }
+
+    #[test]
+    fn own_process_resolves_with_its_listener() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let proc = ProcFs::default();
+        let root = proc.cgroup2_mount().unwrap().expect("cgroup v2 mounted");
+        let r = Resolver::new(proc, root);
+        let me = std::process::id();
+        let targets = r
+            .resolve(
+                &TargetSpec {
+                    pids: vec![me],
+                    ..Default::default()
+                },
+                true,
+            )
+            .unwrap();
+        assert_eq!(targets.len(), 1);
+        assert!(targets[0].ports.contains(&port));
+        let by_port = r
+            .resolve(
+                &TargetSpec {
+                    ports: vec![port],
+                    ..Default::default()
+                },
+                true,
+            )
+            .unwrap();
+        assert_eq!(by_port[0].pid, me);
+        assert_eq!(by_port[0].ports, BTreeSet::from([port]));
+    }
+}

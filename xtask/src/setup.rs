@@ -1,0 +1,163 @@
+//! `cargo xtask setup`: bring a fresh machine to where the workspace builds and its tests run.
+//! Each step checks first and only acts when something is missing.
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{is_root, run_cmd};
+
+/// The kernel crate's toolchain (build-std needs nightly).
+const NIGHTLY: &str = "nightly";
+/// bpf-linker must use the LLVM that rustc uses (22 for nightly 1.97).
+const LLVM_MAJOR: u32 = 22;
+const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Debian packages: LLVM for bpf-linker, and the brokers and clients the tests drive.
+const PACKAGES: &[&str] = &["llvm-22-dev", "mosquitto", "mosquitto-clients"];
+
+pub fn run_setup_step(name: &str, ok: bool, detail: &str) {
+    println!(
+        "[setup] {name:<22} {}",
+        if ok {
+            format!("ok ({detail})")
+        } else {
+            detail.to_owned()
+        }
+    );
+}
+
+pub fn run() -> Result<()> {
+    nightly()?;
+    packages()?;
+    bpf_linker()?;
+    Ok(())
+}
+
+fn nightly() -> Result<()> {
+    let list = output(Command::new("rustup").args(["toolchain", "list"]))
+        .context("rustup not found: install Rust with rustup (https://rustup.rs is not reachable here; use the machine's rustup)")?;
+    if !list.lines().any(|l| l.starts_with(NIGHTLY)) {
+        run_setup_step("nightly toolchain", false, "installing");
+        run_cmd(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            NIGHTLY,
+            "--profile",
+            "minimal",
+        ]))
+        .context("the eBPF crate needs a nightly toolchain (build-std)")?;
+    }
+    let version = output(
+        Command::new("rustc")
+            .arg(format!("+{NIGHTLY}"))
+            .arg("--version"),
+    )?;
+    run_setup_step("nightly toolchain", true, version.trim());
+    let components = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        NIGHTLY,
+    ]))?;
+    if !components.lines().any(|l| l.starts_with("rust-src")) {
+        run_setup_step("nightly rust-src", false, "installing");
+        run_cmd(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            NIGHTLY,
+        ]))?;
+    }
+    run_setup_step("nightly rust-src", true, "installed");
+    Ok(())
+}
+
+fn packages() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
+    if missing.is_empty() {
+        run_setup_step("debian packages", true, &PACKAGES.join(" "));
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing Debian packages {}: run `sudo cargo xtask setup`",
+            missing.join(" ")
+        );
+    }
+    run_setup_step(
+        "debian packages",
+        false,
+        &format!("installing {}", missing.join(" ")),
+    );
+    run_cmd(
+        Command::new("apt-get")
+            .args(["update", "-q"])
+            .stdout(Stdio::null()),
+    )?;
+    run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null()),
+    )?;
+    // Debian starts mosquitto as a service where it can; the tests start their own instances.
+    run_setup_step("debian packages", true, &PACKAGES.join(" "));
+    Ok(())
+}
+
+fn dpkg_installed(package: &str) -> bool {
+    output(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
+        .is_ok_and(|s| s.contains("install ok installed"))
+}
+
+fn bpf_linker() -> Result<()> {
+    if let Ok(version) = output(Command::new("bpf-linker").arg("--version")) {
+        run_setup_step("bpf-linker", true, version.trim());
+        return Ok(());
+    }
+    run_setup_step(
+        "bpf-linker",
+        false,
+        &format!("building {BPF_LINKER_VERSION} against LLVM {LLVM_MAJOR} (about 90 s)"),
+    );
+    let llvm_bin = format!("/usr/lib/llvm-{LLVM_MAJOR}/bin");
+    let path = format!("{llvm_bin}:{}", std::env::var("PATH").unwrap_or_default());
+    run_cmd(
+        Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--version",
+                BPF_LINKER_VERSION,
+            ])
+            .args([
+                "--no-default-features",
+                "--features",
+                &format!("llvm-{LLVM_MAJOR}"),
+            ])
+            .env("PATH", path),
+    )
+    .context("building bpf-linker (needs llvm-22-dev)")?;
+    let version = output(Command::new("bpf-linker").arg("--version"))
+        .context("bpf-linker installed but not on PATH: add ~/.cargo/bin to PATH")?;
+    run_setup_step("bpf-linker", true, version.trim());
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .stderr(Stdio::null())
+        .output()
+        .with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed");
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
