@@ -35,10 +35,14 @@ pub mod globals {
 
 /// Bytes of payload carried by one chunk record at most.
 pub const CHUNK_DATA_MAX: usize = 4096;
-/// Default and upper bound for the per-packet capture cap: covers a full 64 KiB GSO/GRO packet.
-pub const DEFAULT_CAPTURE_CAP: u32 = 64 * 1024;
+/// Upper bound for the per-packet capture cap. GSO/GRO packets are not limited to 64 KiB: on
+/// loopback here TCP sends up to tso_max_size (524280 bytes), and 93 KiB packets were seen in
+/// tests, so the bound covers the largest TSO packet.
+pub const MAX_CAPTURE_CAP: u32 = 512 * 1024;
+/// Default per-packet capture cap: whole packets, whatever their size.
+pub const DEFAULT_CAPTURE_CAP: u32 = MAX_CAPTURE_CAP;
 /// Chunks one packet may be split into (CAPTURE_CAP is clamped to this many chunks).
-pub const MAX_CHUNKS_PER_PACKET: u32 = (DEFAULT_CAPTURE_CAP as usize / CHUNK_DATA_MAX) as u32;
+pub const MAX_CHUNKS_PER_PACKET: u32 = (MAX_CAPTURE_CAP as usize / CHUNK_DATA_MAX) as u32;
 /// Entries in TARGET_PORTS: one per TCP port.
 pub const PORT_SLOTS: u32 = 65536;
 
@@ -282,7 +286,9 @@ const _: () = assert!(core::mem::size_of::<ConnRecord>() == 80);
 const _: () = assert!(core::mem::size_of::<ProcRecord>() == 40);
 const _: () = assert!(core::mem::size_of::<StreamKey>() == 16);
 const _: () = assert!(core::mem::size_of::<LostRange>() == 16);
-const _: () = assert!(DEFAULT_CAPTURE_CAP as usize % CHUNK_DATA_MAX == 0);
+const _: () = assert!((MAX_CAPTURE_CAP as usize).is_multiple_of(CHUNK_DATA_MAX));
+// `ChunkHeader::chunks` is a u16.
+const _: () = assert!(MAX_CHUNKS_PER_PACKET <= u16::MAX as u32);
 
 #[cfg(feature = "user")]
 mod pod {

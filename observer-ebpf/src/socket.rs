@@ -13,8 +13,8 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use observer_common::{
-    CHUNK_DATA_MAX, CHUNK_HEADER_SIZE, ChunkHeader, Counter, DEFAULT_CAPTURE_CAP, EventKind,
-    LostRange, MAX_CHUNKS_PER_PACKET, StreamKey, chunk_flags,
+    CHUNK_DATA_MAX, CHUNK_HEADER_SIZE, ChunkHeader, Counter, EventKind, LostRange, MAX_CAPTURE_CAP,
+    MAX_CHUNKS_PER_PACKET, StreamKey, chunk_flags,
 };
 
 use crate::maps::{
@@ -118,8 +118,8 @@ fn copy_packet(
 
     let cap = {
         let c = capture_cap();
-        if c > DEFAULT_CAPTURE_CAP {
-            DEFAULT_CAPTURE_CAP
+        if c > MAX_CAPTURE_CAP {
+            MAX_CAPTURE_CAP
         } else {
             c
         }

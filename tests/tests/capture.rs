@@ -65,7 +65,7 @@ fn every_byte_is_captured_in_order_for_the_target_only() {
     let upload = tests::pattern(99, 500_000);
     let mut upload_cmd = b"upload 500000\n".to_vec();
     upload_cmd.extend_from_slice(&upload);
-    let conversations = vec![
+    let conversations = [
         converse(server.port, &[b"small 500 37\n"]),
         converse(server.port, &[b"writev 200\n"]),
         converse(server.port, &[b"big 300000\n"]),
@@ -254,13 +254,21 @@ fn ring_overflow_is_counted_and_becomes_gaps() {
         .expect("connection captured");
     let (data, gaps) = c.verify_against(Direction::Egress, &conv.received);
     assert_eq!((data + gaps) as u64, 4_000_000);
-    assert_eq!(
-        gaps as u64, lost_bytes,
-        "stream gaps = payload bytes the ring dropped"
+    // Every gap byte is one the ring dropped. Equality does not always hold: when TCP
+    // retransmits a segment, the kernel counts its bytes again if the ring drops the copy too,
+    // and counts nothing missing if the copy gets through (then it is a duplicate or fills the gap).
+    let duplicates = done.stats.bytes_duplicate;
+    eprintln!(
+        "lost chunks {lost_chunks}, lost bytes {lost_bytes}, gap bytes {gaps}, data {data}, duplicates {duplicates}"
+    );
+    assert!(
+        gaps as u64 <= lost_bytes,
+        "gaps {gaps} exceed lost bytes {lost_bytes}"
     );
     assert_eq!(
-        data as u64,
-        done.kernel.get(Counter::BytesCaptured) - c.ingress().len() as u64
+        data as u64 + duplicates,
+        done.kernel.get(Counter::BytesCaptured) - c.ingress().len() as u64,
+        "every captured byte is delivered once or dropped as a duplicate"
     );
     assert!(
         done.stats.gap_bytes_lost > 0,
@@ -268,7 +276,7 @@ fn ring_overflow_is_counted_and_becomes_gaps() {
     );
     assert_eq!(
         done.stats.gap_bytes_lost + done.stats.gap_bytes_unknown,
-        lost_bytes
+        gaps as u64
     );
 }
 

@@ -1,7 +1,10 @@
 //! A real broker: Mosquitto (Debian package) in its own cgroup on a private loopback port,
 //! mosquitto_pub publishing to it. The captured streams must hold the MQTT CONNECT and PUBLISH
 //! the client sent and the CONNACK/PUBACK the broker answered.
-use std::{process::Command, time::Duration};
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
 
 use observer::capture::{TargetSpec, session::SessionConfig};
 use tests::{Cgroup, Observer, TempDir, free_port, require_root, spawn, wait_for_port, wait_until};
@@ -23,7 +26,11 @@ fn mosquitto_publish_is_captured() {
     .unwrap();
     let cgroup = Cgroup::create("mosquitto");
     let broker = spawn(
-        Command::new("mosquitto").arg("-c").arg(&conf),
+        Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
         Some(&cgroup),
     );
     assert!(

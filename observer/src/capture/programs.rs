@@ -18,7 +18,9 @@ use aya::{
         cgroup_skb::CgroupSkbLink, sock_ops::SockOpsLink,
     },
 };
-use observer_common::{Counter, DEFAULT_CAPTURE_CAP, LostRange, StreamKey, globals, maps};
+use observer_common::{
+    Counter, DEFAULT_CAPTURE_CAP, LostRange, MAX_CAPTURE_CAP, StreamKey, globals, maps,
+};
 
 use super::CaptureError;
 
@@ -30,7 +32,7 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ob
 pub struct KernelConfig {
     /// Ring buffer size in bytes (a power of two, at least one page).
     pub ring_bytes: u32,
-    /// Payload bytes copied per packet at most (≤ 64 KiB).
+    /// Payload bytes copied per packet at most (≤ 512 KiB).
     pub capture_cap: u32,
     /// Also capture connections the target processes open themselves.
     pub track_outgoing: bool,
@@ -55,9 +57,9 @@ impl KernelConfig {
                 self.ring_bytes
             )));
         }
-        if self.capture_cap == 0 || self.capture_cap > DEFAULT_CAPTURE_CAP {
+        if self.capture_cap == 0 || self.capture_cap > MAX_CAPTURE_CAP {
             return Err(CaptureError::Config(format!(
-                "capture cap {} bytes is invalid: use 1..={DEFAULT_CAPTURE_CAP}",
+                "capture cap {} bytes is invalid: use 1..={MAX_CAPTURE_CAP}",
                 self.capture_cap
             )));
         }
@@ -261,6 +263,23 @@ impl Programs {
             }
         }
         Ok(())
+    }
+}
+
+impl Programs {
+    /// Takes the lost ranges of one connection (both directions), e.g. when it closes.
+    pub fn take_lost_ranges_of(&mut self, cookie: u64, out: &mut Vec<(StreamKey, LostRange)>) {
+        for egress in [0, 1] {
+            let key = StreamKey {
+                cookie,
+                egress,
+                _pad: 0,
+            };
+            if let Ok(range) = self.lost.get(&key, 0) {
+                let _ = self.lost.remove(&key);
+                out.push((key, range));
+            }
+        }
     }
 }
 

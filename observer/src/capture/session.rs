@@ -92,6 +92,9 @@ pub struct SessionStats {
     /// Chunks for connections already closed (late retransmissions).
     pub late_chunks: u64,
     pub lost_ranges: u64,
+    /// Bytes captured more than once (TCP retransmissions, overlaps), dropped by reassembly;
+    /// counted when a connection closes.
+    pub bytes_duplicate: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -119,7 +122,8 @@ const BATCH: usize = 8192;
 const OWNER_ATTEMPTS: u8 = 5;
 
 pub struct CaptureSession {
-    ring: AsyncFd<RingBuf<MapData>>,
+    /// Registered with the async reactor only while `run` runs (registration needs a runtime).
+    ring: Option<RingBuf<MapData>>,
     state: State,
 }
 
@@ -163,9 +167,6 @@ impl CaptureSession {
             programs.add_comm(name)?;
         }
         let ring = programs.ring.take().expect("ring taken once");
-        // SAFETY: the AsyncFd owns the ring, so its fd stays open while it is registered.
-        let ring =
-            unsafe { AsyncFd::register(ring) }.map_err(|e| CaptureError::Ring(e.into_parts().1))?;
         let capture_cap = config.kernel.capture_cap;
         let mut state = State {
             programs,
@@ -186,7 +187,10 @@ impl CaptureSession {
             lost: Vec::new(),
         };
         state.apply_targets(initial, &mut |_: StreamEvent<'_>| {})?;
-        Ok(Self { ring, state })
+        Ok(Self {
+            ring: Some(ring),
+            state,
+        })
     }
 
     pub fn targets(&self) -> impl Iterator<Item = &Target> {
@@ -215,45 +219,59 @@ impl CaptureSession {
         sink: &mut S,
         stop: impl Future<Output = ()>,
     ) -> Result<(), CaptureError> {
+        let ring = self.ring.take().expect("ring present between runs");
+        // SAFETY: the AsyncFd owns the ring, so its fd stays open while it is registered.
+        let mut ring = unsafe { AsyncFd::register(ring) }.map_err(|e| {
+            let (ring, error) = e.into_parts();
+            self.ring = Some(ring);
+            CaptureError::Ring(error)
+        })?;
+        let result = self.run_registered(&mut ring, sink, stop).await;
+        self.ring = Some(ring.into_inner());
+        result
+    }
+
+    async fn run_registered<S: StreamSink>(
+        &mut self,
+        ring: &mut AsyncFd<RingBuf<MapData>>,
+        sink: &mut S,
+        stop: impl Future<Output = ()>,
+    ) -> Result<(), CaptureError> {
         let mut tick = tokio::time::interval(HOUSEKEEPING);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(stop);
         loop {
             tokio::select! {
-                _ = &mut stop => break,
-                guard = self.ring.readable_mut() => {
+                _ = &mut stop => return Ok(()),
+                guard = ring.readable_mut() => {
                     let mut guard = guard.map_err(CaptureError::Ring)?;
                     let drained = drain(guard.get_inner_mut(), &mut self.state, sink, BATCH);
                     if drained < BATCH {
                         guard.clear_ready();
                     }
                 }
-                _ = tick.tick() => self.housekeeping(sink)?,
+                _ = tick.tick() => housekeeping(ring.get_mut(), &mut self.state, sink)?,
             }
         }
-        Ok(())
     }
 
     /// Processes everything in the ring now; returns the number of records read.
     pub fn drain_now<S: StreamSink>(&mut self, sink: &mut S) -> usize {
-        drain(self.ring.get_mut(), &mut self.state, sink, usize::MAX)
+        drain(
+            self.ring.as_mut().expect("not running"),
+            &mut self.state,
+            sink,
+            usize::MAX,
+        )
     }
 
     /// Lost ranges → gaps, hole timeouts, target refresh, owner lookups.
     pub fn housekeeping<S: StreamSink>(&mut self, sink: &mut S) -> Result<(), CaptureError> {
-        let state = &mut self.state;
-        // Take the kernel's loss records first, then drain: every chunk the kernel wrote before
-        // recording a loss is then processed before the loss becomes a gap.
-        state.lost.clear();
-        state.programs.take_lost_ranges(&mut state.lost)?;
-        drain(self.ring.get_mut(), state, sink, usize::MAX);
-        state.apply_lost(sink);
-        state.tick_streams(monotonic_ns(), sink);
-        if state.refresh_now || state.last_refresh.elapsed() >= state.refresh_interval {
-            state.refresh_targets(sink)?;
-        }
-        state.resolve_owners(sink);
-        Ok(())
+        housekeeping(
+            self.ring.as_mut().expect("not running"),
+            &mut self.state,
+            sink,
+        )
     }
 
     /// Waits until every record the kernel reports as written has been read (or `timeout`),
@@ -286,6 +304,25 @@ impl CaptureSession {
             self.state.close_connection(cookie, now, sink);
         }
     }
+}
+
+fn housekeeping<S: StreamSink>(
+    ring: &mut RingBuf<MapData>,
+    state: &mut State,
+    sink: &mut S,
+) -> Result<(), CaptureError> {
+    // Take the kernel's loss records first, then drain: every chunk the kernel wrote before
+    // recording a loss is then processed before the loss becomes a gap.
+    state.lost.clear();
+    state.programs.take_lost_ranges(&mut state.lost)?;
+    drain(ring, state, sink, usize::MAX);
+    state.apply_lost(sink);
+    state.tick_streams(monotonic_ns(), sink);
+    if state.refresh_now || state.last_refresh.elapsed() >= state.refresh_interval {
+        state.refresh_targets(sink)?;
+    }
+    state.resolve_owners(sink);
+    Ok(())
 }
 
 fn drain<S: StreamSink>(
@@ -459,6 +496,26 @@ impl State {
     }
 
     fn close_connection<S: StreamSink>(&mut self, cookie: u64, ts: u64, sink: &mut S) {
+        if self.table.get_mut(cookie).is_none() {
+            return;
+        }
+        // Every chunk of this connection precedes its close in the ring, so its loss records
+        // (already taken this round, or still in the kernel map) can be applied now; after the
+        // close they would find no connection and the lost tail would go unreported.
+        let mut lost = std::mem::take(&mut self.lost);
+        let mut own: Vec<_> = Vec::new();
+        lost.retain(|(key, range)| {
+            if key.cookie == cookie {
+                own.push((*key, *range));
+                false
+            } else {
+                true
+            }
+        });
+        self.programs.take_lost_ranges_of(cookie, &mut own);
+        self.lost = own;
+        self.apply_lost(sink);
+        self.lost = lost;
         let Some(mut entry) = self.table.remove(cookie) else {
             return;
         };
@@ -472,6 +529,11 @@ impl State {
             entry.streams[dir as usize].close(mono, &mut out);
         }
         self.stats.connections_closed += 1;
+        self.stats.bytes_duplicate += entry
+            .streams
+            .iter()
+            .map(|s| s.stats().bytes_retransmitted)
+            .sum::<u64>();
         sink.event(StreamEvent::Closed {
             conn: &entry.info,
             ts_ns: ts,
@@ -592,15 +654,15 @@ impl State {
         let mut fresh = BTreeMap::new();
         for mut target in resolved {
             // Ports the kernel added on listen() since the last scan stay.
-            if let Some(old) = self.targets.get(&target.pid) {
-                if follow_listen.contains(&target.pid) {
-                    target.ports.extend(
-                        old.ports
-                            .iter()
-                            .copied()
-                            .filter(|p| self.ports_on.contains(p)),
-                    );
-                }
+            if let Some(old) = self.targets.get(&target.pid)
+                && follow_listen.contains(&target.pid)
+            {
+                let still_on = old
+                    .ports
+                    .iter()
+                    .copied()
+                    .filter(|p| self.ports_on.contains(p));
+                target.ports.extend(still_on);
             }
             fresh.insert(target.pid, target);
         }

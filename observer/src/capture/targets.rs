@@ -106,11 +106,9 @@ impl Resolver {
                 return Err(TargetError::NoListener(port));
             }
             for pid in pids {
-                match wanted.entry(pid).or_insert_with(|| Some(BTreeSet::new())) {
-                    Some(ports) => {
-                        ports.insert(port);
-                    }
-                    None => {} // already wanted with all its ports
+                // None: already wanted with all its ports.
+                if let Some(ports) = wanted.entry(pid).or_insert_with(|| Some(BTreeSet::new())) {
+                    ports.insert(port);
                 }
             }
         }

@@ -85,7 +85,6 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
     })?;
     session.catch_up(&mut printer, Duration::from_millis(500))?;
     session.close_all(&mut printer);
-    drop(printer);
     out.flush().context("writing to stdout")?;
     drop(out);
     let kernel = session.kernel_counters()?;
