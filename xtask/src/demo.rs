@@ -6,16 +6,19 @@
 use std::{
     fs,
     io::Write,
-    os::unix::process::CommandExt,
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cargo, is_root, run_cmd, setup};
+use crate::{
+    cargo, is_root,
+    procs::{Guard, cgroup_dir, spawn_in_cgroup, wait_for_port},
+    run_cmd, setup,
+};
 
 const PORT: u16 = 18831;
 
@@ -117,66 +120,4 @@ pub fn run() -> Result<()> {
     }
     println!("demo: done — above, each line is one reassembled piece of a Mosquitto connection");
     Ok(())
-}
-
-/// Kills the child (by its PID) when dropped, so a failed demo leaves nothing running.
-struct Guard(Child);
-
-impl Guard {
-    fn stop(&mut self) {
-        // SAFETY: signalling a child we started.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            self.stop();
-        }
-    }
-}
-
-fn cgroup_dir(name: &str) -> Result<PathBuf> {
-    let mounts = fs::read_to_string("/proc/self/mounts")?;
-    let root = mounts
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() > 2 && f[2] == "cgroup2").then(|| PathBuf::from(f[1]))
-        })
-        .context("no cgroup v2 mounted")?;
-    let dir = root.join(format!("{name}-{}", std::process::id()));
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
-}
-
-fn spawn_in_cgroup(cmd: &mut Command, cgroup: &std::path::Path) -> Result<Child> {
-    let procs = cgroup.join("cgroup.procs");
-    // SAFETY: the closure only writes a file between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || fs::write(&procs, std::process::id().to_string()));
-    }
-    cmd.spawn()
-        .context("starting the broker (is it installed? cargo xtask setup)")
-}
-
-fn wait_for_port(port: u16) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    bail!("broker did not start listening on {port} within 10 s")
 }

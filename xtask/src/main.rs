@@ -4,7 +4,9 @@
 //!   the Debian packages the tests use); idempotent and quick when everything is present.
 //! - `test`: setup, then the whole test suite (unit tests in parallel, kernel/broker tests serially).
 //! - `demo`: a private Mosquitto in its own cgroup, watched by `brokerscope capture`.
+mod bench;
 mod demo;
+mod procs;
 mod setup;
 
 use std::process::{Command, ExitCode};
@@ -31,6 +33,24 @@ enum Task {
     },
     /// Start a private Mosquitto and show brokerscope capturing its traffic.
     Demo,
+    /// Benchmarks (run as root).
+    Bench {
+        #[command(subcommand)]
+        bench: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Broker throughput and CPU with and without the observer, interleaved rounds.
+    Overhead {
+        #[arg(long, default_value_t = 200_000)]
+        messages: u32,
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -38,6 +58,18 @@ fn main() -> ExitCode {
         Task::Setup => setup::run(),
         Task::Test { args } => test(&args),
         Task::Demo => demo::run(),
+        Task::Bench {
+            bench:
+                Bench::Overhead {
+                    messages,
+                    rounds,
+                    payload,
+                },
+        } => bench::overhead(&bench::OverheadArgs {
+            messages,
+            rounds,
+            payload,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -55,18 +87,64 @@ fn test(args: &[String]) -> Result<()> {
             "the test suite loads eBPF programs and starts brokers: run it as root (sudo -E cargo xtask test)"
         );
     }
+    let mut totals = TestTotals::default();
     // Unit tests (no shared kernel state) run in parallel.
-    run_cmd(
+    let unit = run_tests(
         cargo()
             .args(["test", "--workspace", "--exclude", "tests", "--"])
             .args(args),
-    )?;
+        &mut totals,
+    );
     // End-to-end tests share the kernel, cgroups and brokers: one at a time.
-    run_cmd(
+    let end_to_end = run_tests(
         cargo()
             .args(["test", "--package", "tests", "--", "--test-threads=1"])
             .args(args),
-    )
+        &mut totals,
+    );
+    println!(
+        "\nall test binaries: {} passed, {} failed, {} ignored",
+        totals.passed, totals.failed, totals.ignored
+    );
+    unit?;
+    end_to_end
+}
+
+#[derive(Default)]
+struct TestTotals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+/// Runs a `cargo test`, echoing its output and adding up its "test result:" lines.
+fn run_tests(cmd: &mut Command, totals: &mut TestTotals) -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |word: &str| -> u64 {
+                rest.split(';')
+                    .find_map(|part| part.trim().strip_suffix(word))
+                    .and_then(|n| n.trim().rsplit(' ').next()?.parse().ok())
+                    .unwrap_or(0)
+            };
+            totals.passed += count(" passed");
+            totals.failed += count(" failed");
+            totals.ignored += count(" ignored");
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
 }
 
 pub fn cargo() -> Command {

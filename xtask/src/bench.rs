@@ -1,0 +1,228 @@
+//! `cargo xtask bench overhead`: what the observer costs a broker at saturation.
+//!
+//! Mosquitto in its own cgroup on a private port; each round a subscriber waits for N QoS 0
+//! messages that `mosquitto_pub -l` pushes as fast as it can. Rounds alternate observer off / on
+//! (`brokerscope capture --pid <broker>`, output discarded) in one run, so drift on a noisy
+//! machine hits both sides alike. Reported: messages per second and broker CPU per message,
+//! medians per side and their ratios, and the observer's own kernel counters (losses).
+use std::{
+    fs,
+    io::Read,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{
+    cargo, is_root,
+    procs::{Guard, cgroup_dir, spawn_in_cgroup, wait_for_port},
+    run_cmd, setup,
+};
+
+const PORT: u16 = 18832;
+
+pub struct OverheadArgs {
+    pub messages: u32,
+    pub rounds: u32,
+    pub payload: usize,
+}
+
+pub fn overhead(args: &OverheadArgs) -> Result<()> {
+    setup::run()?;
+    if !is_root() {
+        bail!("the benchmark loads eBPF programs: run it as root");
+    }
+    run_cmd(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "observer",
+        "--bin",
+        "brokerscope",
+    ]))?;
+    let binary = fs::canonicalize("target/release/brokerscope")?;
+    let cgroup = cgroup_dir("brokerscope-bench")?;
+    let data = std::env::temp_dir().join(format!("brokerscope-bench-{}", std::process::id()));
+    fs::create_dir_all(&data)?;
+    let conf = data.join("mosquitto.conf");
+    fs::write(
+        &conf,
+        format!("listener {PORT} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+    )?;
+    let lines = data.join("messages.txt");
+    let line = "x".repeat(args.payload);
+    fs::write(&lines, format!("{line}\n").repeat(args.messages as usize))?;
+
+    let mut broker = Guard(spawn_in_cgroup(
+        Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        &cgroup,
+    )?);
+    wait_for_port(PORT)?;
+    let pid = broker.0.id();
+    println!(
+        "overhead: mosquitto pid {pid}, {} QoS 0 messages of {} B per round, {} rounds per side",
+        args.messages, args.payload, args.rounds
+    );
+    println!(
+        "{:>5} {:>9} {:>12} {:>14} {:>10}",
+        "round", "observer", "msgs/s", "broker ns/msg", "kernel"
+    );
+
+    let mut off = Vec::new();
+    let mut on = Vec::new();
+    for round in 0..args.rounds * 2 {
+        let observed = round % 2 == 1;
+        let observer = if observed {
+            Some(start_observer(&binary, pid)?)
+        } else {
+            None
+        };
+        let (rate, cpu_ns) = one_round(pid, &lines, args.messages)?;
+        let kernel = match observer {
+            Some(obs) => stop_observer(obs)?,
+            None => String::new(),
+        };
+        println!(
+            "{round:>5} {:>9} {rate:>12.0} {cpu_ns:>14.0} {kernel}",
+            if observed { "on" } else { "off" }
+        );
+        if observed {
+            on.push((rate, cpu_ns))
+        } else {
+            off.push((rate, cpu_ns))
+        }
+    }
+    broker.stop();
+    let _ = fs::remove_dir_all(&data);
+    let _ = fs::remove_dir(&cgroup);
+
+    let median = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| {
+        let mut xs: Vec<f64> = v.iter().map(f).collect();
+        xs.sort_by(f64::total_cmp);
+        xs[xs.len() / 2]
+    };
+    let (rate_off, rate_on) = (median(&off, |x| x.0), median(&on, |x| x.0));
+    let (cpu_off, cpu_on) = (median(&off, |x| x.1), median(&on, |x| x.1));
+    println!(
+        "median throughput: off {rate_off:.0} msgs/s, on {rate_on:.0} msgs/s, ratio on/off {:.3}",
+        rate_on / rate_off
+    );
+    println!(
+        "median broker CPU: off {cpu_off:.0} ns/msg, on {cpu_on:.0} ns/msg, ratio on/off {:.3}",
+        cpu_on / cpu_off
+    );
+    Ok(())
+}
+
+fn start_observer(binary: &Path, pid: u32) -> Result<Guard> {
+    let mut child = Command::new(binary)
+        .args(["capture", "--pid", &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting brokerscope capture")?;
+    // It prints "capturing pid …" once attached.
+    let mut stderr = child.stderr.take().expect("piped");
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.ends_with(b"\n") && Instant::now() < deadline {
+        if stderr.read(&mut byte)? == 0 {
+            bail!(
+                "brokerscope capture exited: {}",
+                String::from_utf8_lossy(&seen)
+            );
+        }
+        seen.push(byte[0]);
+    }
+    child.stderr = Some(stderr);
+    Ok(Guard(child))
+}
+
+/// Stops the observer with SIGINT and returns its kernel counter line.
+fn stop_observer(mut obs: Guard) -> Result<String> {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(obs.0.id() as i32, libc::SIGINT) };
+    let mut text = String::new();
+    if let Some(mut err) = obs.0.stderr.take() {
+        err.read_to_string(&mut text)?;
+    }
+    let _ = obs.0.wait();
+    let kernel = text
+        .lines()
+        .find_map(|l| l.strip_prefix("kernel: "))
+        .unwrap_or("")
+        .to_owned();
+    let keep = ["packets_matched", "chunks_lost", "bytes_captured"];
+    Ok(kernel
+        .split(' ')
+        .filter(|kv| keep.iter().any(|k| kv.starts_with(k)))
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
+/// One round: a subscriber for N messages, a publisher pushing them; returns (msgs/s, broker
+/// CPU ns per message).
+fn one_round(broker: u32, lines: &PathBuf, messages: u32) -> Result<(f64, f64)> {
+    let mut sub = Guard(
+        Command::new("mosquitto_sub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &PORT.to_string(),
+                "-t",
+                "bench",
+                "-q",
+                "0",
+            ])
+            .args(["-C", &messages.to_string(), "-W", "120"])
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    thread::sleep(Duration::from_millis(300));
+    let cpu_before = cpu_ns(broker)?;
+    let start = Instant::now();
+    let status = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &PORT.to_string(),
+            "-t",
+            "bench",
+            "-q",
+            "0",
+            "-l",
+        ])
+        .stdin(fs::File::open(lines)?)
+        .status()?;
+    if !status.success() {
+        bail!("mosquitto_pub failed: {status}");
+    }
+    let sub_status = sub.0.wait()?;
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = (cpu_ns(broker)? - cpu_before) as f64;
+    if !sub_status.success() {
+        bail!("the subscriber did not receive all {messages} messages within 120 s");
+    }
+    Ok((f64::from(messages) / elapsed, cpu / f64::from(messages)))
+}
+
+/// utime + stime of a process, in ns.
+fn cpu_ns(pid: u32) -> Result<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after_comm = &stat[stat.rfind(')').context("stat format")? + 2..];
+    let fields: Vec<&str> = after_comm.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // SAFETY: sysconf is always safe to call.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Ok(ticks * 1_000_000_000 / hz)
+}
