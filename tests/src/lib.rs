@@ -144,13 +144,16 @@ pub struct PayloadServer {
 #[macro_export]
 macro_rules! payload_server {
     ($cgroup:expr) => {
-        $crate::PayloadServer::start(env!("CARGO_BIN_EXE_payload-server"), $cgroup)
+        $crate::PayloadServer::start(env!("CARGO_BIN_EXE_payload-server"), $cgroup, &[])
+    };
+    ($cgroup:expr, $($arg:expr),+) => {
+        $crate::PayloadServer::start(env!("CARGO_BIN_EXE_payload-server"), $cgroup, &[$($arg),+])
     };
 }
 
 impl PayloadServer {
-    pub fn start(exe: &str, cgroup: Option<&Cgroup>) -> Self {
-        let mut proc = spawn(Command::new(exe).stdout(Stdio::piped()), cgroup);
+    pub fn start(exe: &str, cgroup: Option<&Cgroup>, args: &[&str]) -> Self {
+        let mut proc = spawn(Command::new(exe).args(args).stdout(Stdio::piped()), cgroup);
         let stdout = proc.child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout)
@@ -174,6 +177,7 @@ pub struct ConnCapture {
     pub local: Option<SocketAddr>,
     pub peer: Option<SocketAddr>,
     pub preexisting: bool,
+    pub outgoing: bool,
     pub closed: bool,
     /// Bytes per direction: [ingress, egress].
     pub bytes: [Vec<u8>; 2],
@@ -262,6 +266,7 @@ fn conn_entry<'a>(
     entry.local = Some(conn.local);
     entry.peer = Some(conn.peer);
     entry.preexisting = conn.preexisting;
+    entry.outgoing = conn.outgoing;
     entry
 }
 

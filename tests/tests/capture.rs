@@ -22,7 +22,11 @@ struct Conversation {
 }
 
 fn converse(port: u16, commands: &[&[u8]]) -> Conversation {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    converse_at("127.0.0.1", port, commands)
+}
+
+fn converse_at(host: &str, port: u16, commands: &[&[u8]]) -> Conversation {
+    let mut stream = TcpStream::connect((host, port)).expect("connect");
     let client = stream.local_addr().unwrap();
     let mut sent = Vec::new();
     for c in commands {
@@ -150,6 +154,10 @@ fn every_byte_is_captured_in_order_for_the_target_only() {
         .by_peer(early_client)
         .expect("pre-existing connection captured");
     assert!(early.preexisting, "joined mid-stream");
+    assert!(
+        early.fd.is_some(),
+        "owner fd found in /proc for a long-lived connection"
+    );
     assert_eq!(early.pid, Some(server_pid));
     assert_eq!(early.ingress(), b"big 100000\n");
     assert!(early.egress() == early_received.as_slice());
@@ -324,4 +332,86 @@ fn process_name_follows_new_pids() {
         .expect("second server captured");
     assert_eq!(b.pid, Some(second.proc.pid()));
     assert!(b.egress() == after.received.as_slice());
+}
+
+#[test]
+fn ipv6_connections_are_captured() {
+    require_root();
+    let cgroup = Cgroup::create("ipv6");
+    let server = payload_server!(Some(&cgroup), "0", "::1");
+    let observer = Observer::start(spec_for(server.proc.pid()), SessionConfig::default());
+    let conv = converse_at("::1", server.port, &[b"big 150000\n", b"small 20 3\n"]);
+    assert!(wait_until(Duration::from_secs(5), || {
+        observer
+            .captured
+            .lock()
+            .unwrap()
+            .by_peer(conv.client)
+            .is_some_and(|c| c.closed)
+    }));
+    let done = observer.finish(false);
+    let c = done
+        .captured
+        .by_peer(conv.client)
+        .expect("IPv6 connection captured");
+    assert_eq!(
+        c.local,
+        Some(SocketAddr::from((
+            std::net::Ipv6Addr::LOCALHOST,
+            server.port
+        )))
+    );
+    assert_eq!(c.pid, Some(server.proc.pid()));
+    assert!(c.ingress() == conv.sent.as_slice());
+    assert!(c.egress() == conv.received.as_slice());
+    assert!(c.gaps.is_empty());
+    assert_eq!(done.kernel.get(Counter::HeadersUnsupported), 0);
+}
+
+#[test]
+fn outgoing_connections_are_followed_when_asked() {
+    require_root();
+    let cgroup = Cgroup::create("outgoing");
+    let server = payload_server!(Some(&cgroup));
+    let upstream = payload_server!(None); // not a target: only the server's own connection to it is
+    let config = SessionConfig {
+        kernel: KernelConfig {
+            track_outgoing: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let observer = Observer::start(spec_for(server.proc.pid()), config);
+    let command = format!("fetch {} 80000\n", upstream.port);
+    let conv = converse(server.port, &[command.as_bytes()]);
+    assert_eq!(conv.received, b"fetched 80000\n");
+    assert!(wait_until(Duration::from_secs(5), || {
+        let c = observer.captured.lock().unwrap();
+        c.by_peer(conv.client).is_some_and(|c| c.closed)
+            && c.conns.values().any(|c| c.outgoing && c.closed)
+    }));
+    let done = observer.finish(false);
+    let link: Vec<_> = done
+        .captured
+        .conns
+        .values()
+        .filter(|c| c.outgoing)
+        .collect();
+    assert_eq!(link.len(), 1, "one outgoing connection: {link:?}");
+    let link = link[0];
+    assert_eq!(link.peer.map(|a| a.port()), Some(upstream.port));
+    assert_eq!(
+        link.pid,
+        Some(server.proc.pid()),
+        "pid from the connect() hook"
+    );
+    assert_eq!(
+        link.egress(),
+        b"big 80000\n",
+        "what the server sent upstream"
+    );
+    assert_eq!(link.ingress().len(), 80_000, "what it got back");
+    assert!(link.gaps.is_empty() && !link.preexisting);
+    // The upstream server's own listening port is not captured (it is not a target).
+    assert_eq!(done.captured.by_local_port(upstream.port).count(), 0);
 }

@@ -2,13 +2,16 @@
 //! writev, large writes, sendfile) so the capture tests can compare what the kernel saw with what
 //! the client sent and received.
 //!
-//! Usage: `payload-server [PORT]` (0 or none = any free port); prints `listening PORT` once ready.
+//! Usage: `payload-server [PORT [ADDR]]` (port 0 or none = any free port, address 127.0.0.1 by
+//! default); prints `listening PORT` once ready.
 //! Each connection sends command lines; the server answers each, and closes on EOF:
 //! - `small COUNT SIZE`  COUNT separate writes of SIZE bytes
 //! - `writev COUNT`      one writev of COUNT buffers of varying sizes
 //! - `big SIZE`          one write of SIZE bytes
 //! - `sendfile SIZE`     SIZE bytes from a file with sendfile(2)
 //! - `upload SIZE`       reads SIZE bytes from the client, answers `ok SIZE\n`
+//! - `fetch PORT SIZE`   connects to 127.0.0.1:PORT itself, sends `big SIZE\n`, reads the SIZE
+//!   bytes, answers `fetched SIZE\n` (an outgoing connection of the server, like a cluster link)
 use std::{
     io::{BufRead, BufReader, IoSlice, Read, Write},
     net::{TcpListener, TcpStream},
@@ -23,7 +26,11 @@ fn main() {
         .nth(1)
         .and_then(|p| p.parse().ok())
         .unwrap_or(0);
-    let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind");
+    let addr: std::net::IpAddr = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or([127, 0, 0, 1].into());
+    let listener = TcpListener::bind((addr, port)).expect("bind");
     println!("listening {}", listener.local_addr().unwrap().port());
     std::io::stdout().flush().unwrap();
     for (n, stream) in listener.incoming().enumerate() {
@@ -76,6 +83,14 @@ fn serve(stream: TcpStream, conn: u64) -> std::io::Result<()> {
                 let mut buf = vec![0u8; arg(1)];
                 reader.read_exact(&mut buf)?;
                 writer.write_all(format!("ok {}\n", buf.len()).as_bytes())?;
+            }
+            Some("fetch") => {
+                let mut upstream = TcpStream::connect(("127.0.0.1", arg(1) as u16))?;
+                upstream.write_all(format!("big {}\n", arg(2)).as_bytes())?;
+                upstream.shutdown(std::net::Shutdown::Write)?;
+                let mut got = Vec::new();
+                upstream.read_to_end(&mut got)?;
+                writer.write_all(format!("fetched {}\n", got.len()).as_bytes())?;
             }
             _ => writer.write_all(b"unknown command\n")?,
         }
