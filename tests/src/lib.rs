@@ -1,6 +1,7 @@
 //! Shared helpers for the end-to-end tests: cgroups, processes started inside them (and stopped
 //! by PID), a background observer that records every stream event, deterministic payloads, and
 //! brokers on private loopback ports.
+pub mod rabbitmq;
 use std::{
     collections::BTreeMap,
     ffi::CString,
@@ -17,8 +18,14 @@ use std::{
 
 use observer::{
     capture::{
-        CaptureSession, ConnId, Direction, KernelCounters, SessionStats, StreamEvent, TargetSpec,
-        session::SessionConfig,
+        CaptureSession, ConnId, Direction, KernelCounters, SessionStats, StreamEvent, StreamSink,
+        TargetSpec, session::SessionConfig,
+    },
+    event::{BrokerEvent, EventKind},
+    protocol::{
+        EventSink,
+        infer::Inference,
+        pipeline::{DecodePipeline, PipelineStats},
     },
     stream::GapReason,
 };
@@ -308,10 +315,81 @@ fn record(captured: &Mutex<Captured>, event: StreamEvent<'_>) {
     }
 }
 
-/// A capture session running on its own thread, recording every event.
-pub struct Observer {
+/// A capture session running on its own thread, feeding any sink.
+pub struct Background<S> {
     stop: Option<mpsc::Sender<()>>,
-    thread: Option<thread::JoinHandle<(CaptureSession, Arc<Mutex<Captured>>)>>,
+    thread: Option<thread::JoinHandle<(CaptureSession, S)>>,
+}
+
+/// The final state of a background session.
+pub struct Ended<S> {
+    pub sink: S,
+    pub stats: SessionStats,
+    pub kernel: KernelCounters,
+    /// Every record the kernel wrote was read.
+    pub caught_up: bool,
+}
+
+impl<S: StreamSink + Send + 'static> Background<S> {
+    pub fn start(spec: TargetSpec, config: SessionConfig, sink: S) -> Self {
+        let session = CaptureSession::start(spec, config).expect("start capture session");
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let thread = thread::spawn(move || {
+            let (mut session, mut sink) = (session, sink);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let stop = async {
+                while stop_rx.try_recv().is_err() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            };
+            runtime
+                .block_on(session.run(&mut sink, stop))
+                .expect("capture loop");
+            (session, sink)
+        });
+        Self {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the loop and reads everything the kernel still has; with `close_all`, every open
+    /// connection is then closed (holes become gaps).
+    pub fn finish(mut self, close_all: bool) -> Ended<S> {
+        let _ = self.stop.take().unwrap().send(());
+        let (mut session, mut sink) = self.thread.take().unwrap().join().expect("observer thread");
+        let caught_up = session
+            .catch_up(&mut sink, Duration::from_secs(5))
+            .expect("catch up");
+        if close_all {
+            session.close_all(&mut sink);
+        }
+        let kernel = session.kernel_counters().expect("counters");
+        let stats = session.stats().clone();
+        Ended {
+            sink,
+            stats,
+            kernel,
+            caught_up,
+        }
+    }
+}
+
+/// Records stream events into shared state the test can inspect while capture runs.
+struct Recorder(Arc<Mutex<Captured>>);
+
+impl StreamSink for Recorder {
+    fn event(&mut self, event: StreamEvent<'_>) {
+        record(&self.0, event);
+    }
+}
+
+/// A background session recording every stream event.
+pub struct Observer {
+    inner: Background<Recorder>,
     pub captured: Arc<Mutex<Captured>>,
 }
 
@@ -325,59 +403,75 @@ pub struct Finished {
 
 impl Observer {
     pub fn start(spec: TargetSpec, config: SessionConfig) -> Self {
-        let session = CaptureSession::start(spec, config).expect("start capture session");
         let captured = Arc::new(Mutex::new(Captured::default()));
-        let (stop_tx, stop_rx) = mpsc::channel::<()>();
-        let sink_state = captured.clone();
-        let thread = thread::spawn(move || {
-            let mut session = session;
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let mut sink = |e: StreamEvent<'_>| record(&sink_state, e);
-            let stop = async {
-                loop {
-                    if stop_rx.try_recv().is_ok() {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            };
-            runtime
-                .block_on(session.run(&mut sink, stop))
-                .expect("capture loop");
-            (session, sink_state)
-        });
-        Self {
-            stop: Some(stop_tx),
-            thread: Some(thread),
+        let inner = Background::start(spec, config, Recorder(captured.clone()));
+        Self { inner, captured }
+    }
+
+    /// See [`Background::finish`].
+    pub fn finish(self, close_all: bool) -> Finished {
+        let ended = self.inner.finish(close_all);
+        let captured = std::mem::take(&mut *ended.sink.0.lock().unwrap());
+        Finished {
             captured,
+            stats: ended.stats,
+            kernel: ended.kernel,
+            caught_up: ended.caught_up,
+        }
+    }
+}
+
+/// Decoded events, shared with the test while capture runs.
+#[derive(Clone, Default)]
+pub struct Events(pub Arc<Mutex<Vec<BrokerEvent>>>);
+
+impl EventSink for Events {
+    fn event(&mut self, event: &BrokerEvent) {
+        self.0.lock().unwrap().push(event.clone());
+    }
+}
+
+impl Events {
+    pub fn snapshot(&self) -> Vec<BrokerEvent> {
+        self.0.lock().unwrap().clone()
+    }
+    pub fn count(&self, kind: EventKind) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.kind == kind)
+            .count()
+    }
+}
+
+/// A background session decoding protocols, collecting every event.
+pub struct Tracer {
+    inner: Background<DecodePipeline<Events>>,
+    pub events: Events,
+}
+
+impl Tracer {
+    pub fn start(spec: TargetSpec, config: SessionConfig) -> Self {
+        let events = Events::default();
+        let pipeline = DecodePipeline::new(Inference::default(), events.clone());
+        Self {
+            inner: Background::start(spec, config, pipeline),
+            events,
         }
     }
 
-    /// Stops the loop, reads everything the kernel still has, and closes what is open when
-    /// `close_all` (else open connections stay as they are).
-    pub fn finish(mut self, close_all: bool) -> Finished {
-        let _ = self.stop.take().unwrap().send(());
-        let (mut session, state) = self.thread.take().unwrap().join().expect("observer thread");
-        let mut sink = |e: StreamEvent<'_>| record(&state, e);
-        let caught_up = session
-            .catch_up(&mut sink, Duration::from_secs(5))
-            .expect("catch up");
-        if close_all {
-            session.close_all(&mut sink);
-        }
-        let kernel = session.kernel_counters().expect("counters");
-        let stats = session.stats().clone();
-        drop(session);
-        let captured = std::mem::take(&mut *state.lock().unwrap());
-        Finished {
-            captured,
-            stats,
-            kernel,
-            caught_up,
-        }
+    pub fn finish(self) -> (Vec<BrokerEvent>, PipelineStats, Ended<()>) {
+        let ended = self.inner.finish(true);
+        let stats = ended.sink.stats();
+        let events = ended.sink.sink().snapshot();
+        let rest = Ended {
+            sink: (),
+            stats: ended.stats,
+            kernel: ended.kernel,
+            caught_up: ended.caught_up,
+        };
+        (events, stats, rest)
     }
 }
 

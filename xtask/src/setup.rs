@@ -12,7 +12,14 @@ const NIGHTLY: &str = "nightly";
 const LLVM_MAJOR: u32 = 22;
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages: LLVM for bpf-linker, and the brokers and clients the tests drive.
-const PACKAGES: &[&str] = &["llvm-22-dev", "mosquitto", "mosquitto-clients"];
+const PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "mosquitto",
+    "mosquitto-clients",
+    "rabbitmq-server",
+];
+/// Python client libraries the end-to-end workloads use (module name, pinned requirement).
+const PYTHON_PACKAGES: &[(&str, &str)] = &[("pika", "pika==1.4.4")];
 
 pub fn run_setup_step(name: &str, ok: bool, detail: &str) {
     println!(
@@ -28,7 +35,30 @@ pub fn run_setup_step(name: &str, ok: bool, detail: &str) {
 pub fn run() -> Result<()> {
     nightly()?;
     packages()?;
+    python_packages()?;
     bpf_linker()?;
+    Ok(())
+}
+
+fn python_packages() -> Result<()> {
+    for (module, requirement) in PYTHON_PACKAGES {
+        let present = Command::new("python3")
+            .args(["-c", &format!("import {module}")])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !present {
+            run_setup_step(
+                "python packages",
+                false,
+                &format!("installing {requirement}"),
+            );
+            run_cmd(Command::new("python3").args(["-m", "pip", "install", "--quiet", requirement]))
+                .context("installing the Python client libraries the tests use")?;
+        }
+    }
+    let names: Vec<&str> = PYTHON_PACKAGES.iter().map(|(_, r)| *r).collect();
+    run_setup_step("python packages", true, &names.join(" "));
     Ok(())
 }
 
@@ -99,13 +129,26 @@ fn packages() -> Result<()> {
             .args(["update", "-q"])
             .stdout(Stdio::null()),
     )?;
-    run_cmd(
+    // Brokers are packages with services: keep apt from starting system-wide instances (the
+    // tests start private ones). A policy-rc.d answering 101 is Debian's "do not start" switch.
+    let policy = std::path::Path::new("/usr/sbin/policy-rc.d");
+    let own_policy = !policy.exists();
+    if own_policy {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(policy, "#!/bin/sh\nexit 101\n")?;
+        std::fs::set_permissions(policy, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let installed = run_cmd(
         Command::new("apt-get")
             .args(["install", "-y", "-q"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .stdout(Stdio::null()),
-    )?;
+    );
+    if own_policy {
+        let _ = std::fs::remove_file(policy);
+    }
+    installed?;
     // Debian starts mosquitto as a service where it can; the tests start their own instances.
     run_setup_step("debian packages", true, &PACKAGES.join(" "));
     Ok(())

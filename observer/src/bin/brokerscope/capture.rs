@@ -1,55 +1,42 @@
 //! `brokerscope capture`: prints every reassembled piece of the targets' TCP streams — the
 //! debugging view of the capture layer (time, pid, connection, direction, bytes, gaps, preview).
-use std::{io::Write, process::ExitCode, time::Duration};
+use std::{io::Write, process::ExitCode};
 
 use anyhow::Context;
 use clap::Args;
-use observer::{
-    capture::{CaptureSession, KernelConfig, StreamEvent, session::SessionConfig},
-    stream::ReassemblyConfig,
-};
-use observer_common::DEFAULT_CAPTURE_CAP;
+use observer::capture::{CaptureSession, StreamEvent};
 
-use crate::{TargetArgs, format};
+use crate::{CaptureOptions, TargetArgs, drive, format};
 
 #[derive(Args, Debug)]
 pub struct CaptureArgs {
     #[command(flatten)]
     pub targets: TargetArgs,
-    /// Ring buffer size in bytes (power of two).
-    #[arg(long, default_value_t = 16 << 20, value_name = "BYTES")]
-    pub ring_size: u32,
-    /// Payload bytes copied per packet at most (the rest is reported as a truncation gap).
-    #[arg(long, default_value_t = DEFAULT_CAPTURE_CAP, value_name = "BYTES")]
-    pub capture_cap: u32,
-    /// Also capture connections the targets open themselves (e.g. cluster links).
-    #[arg(long)]
-    pub outgoing: bool,
-    /// Stop after this many seconds.
-    #[arg(long, value_name = "SECONDS")]
-    pub duration: Option<f64>,
+    #[command(flatten)]
+    pub options: CaptureOptions,
     /// Bytes shown per piece in the hex/ASCII preview.
     #[arg(long, default_value_t = 16, value_name = "BYTES")]
     pub preview: usize,
 }
 
 pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
-    let config = SessionConfig {
-        kernel: KernelConfig {
-            ring_bytes: args.ring_size,
-            capture_cap: args.capture_cap,
-            track_outgoing: args.outgoing,
-        },
-        reassembly: ReassemblyConfig::default(),
-        ..Default::default()
-    };
-    let mut session = CaptureSession::start(args.targets.spec(), config)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let mut session = CaptureSession::start(args.targets.spec(), args.options.session_config())?;
+    announce_targets(&session);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let preview = args.preview;
+    let mut printer = |event: StreamEvent<'_>| {
+        let _ = print_event(&mut out, &event, preview);
+    };
+    drive(&mut session, &mut printer, args.options.duration)?;
+    out.flush().context("writing to stdout")?;
+    drop(out);
+    print_summary(&session)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// "capturing pid … ports […]" on stderr, one line per target.
+pub fn announce_targets(session: &CaptureSession) {
     for t in session.targets() {
         let ports: Vec<String> = t.ports.iter().map(u16::to_string).collect();
         eprintln!(
@@ -60,33 +47,10 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
             ports.join(", ")
         );
     }
-    let mut printer = |event: StreamEvent<'_>| {
-        let _ = print_event(&mut out, &event, preview);
-    };
-    let duration = args.duration.map(Duration::from_secs_f64);
-    runtime.block_on(async {
-        let stop = async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
-            match duration {
-                Some(d) => tokio::select! {
-                    _ = tokio::time::sleep(d) => {},
-                    _ = tokio::signal::ctrl_c() => {},
-                    _ = term.recv() => {},
-                },
-                None => tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {},
-                    _ = term.recv() => {},
-                },
-            }
-        };
-        session.run(&mut printer, stop).await
-    })?;
-    session.catch_up(&mut printer, Duration::from_millis(500))?;
-    session.close_all(&mut printer);
-    out.flush().context("writing to stdout")?;
-    drop(out);
+}
+
+/// Stream and kernel counters on stderr.
+pub fn print_summary(session: &CaptureSession) -> anyhow::Result<()> {
     let kernel = session.kernel_counters()?;
     let stats = session.stats();
     eprintln!(
@@ -106,7 +70,7 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
         .map(|(c, v)| format!("{}={v}", c.name()))
         .collect();
     eprintln!("kernel: {}", counters.join(" "));
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 fn print_event(

@@ -2,6 +2,7 @@
 mod capture;
 mod check;
 mod format;
+mod trace;
 
 use std::process::ExitCode;
 
@@ -25,6 +26,78 @@ enum Command {
     Check,
     /// Print each reassembled chunk of the brokers' TCP streams (the capture layer's debug view).
     Capture(capture::CaptureArgs),
+    /// Print decoded broker events (publish, deliver, ack, auth, declare, …) as they happen.
+    Trace(trace::TraceArgs),
+}
+
+/// How the kernel side captures (shared by every subcommand that attaches).
+#[derive(Args, Clone, Debug)]
+pub struct CaptureOptions {
+    /// Ring buffer size in bytes (power of two).
+    #[arg(long, default_value_t = 16 << 20, value_name = "BYTES")]
+    pub ring_size: u32,
+    /// Payload bytes copied per packet at most (the rest is reported as a truncation gap).
+    #[arg(long, default_value_t = observer_common::DEFAULT_CAPTURE_CAP, value_name = "BYTES")]
+    pub capture_cap: u32,
+    /// Also capture connections the targets open themselves (e.g. cluster links).
+    #[arg(long)]
+    pub outgoing: bool,
+    /// Stop after this many seconds (else at Ctrl-C / SIGTERM).
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+}
+
+impl CaptureOptions {
+    pub fn session_config(&self) -> observer::capture::session::SessionConfig {
+        observer::capture::session::SessionConfig {
+            kernel: observer::capture::KernelConfig {
+                ring_bytes: self.ring_size,
+                capture_cap: self.capture_cap,
+                track_outgoing: self.outgoing,
+            },
+            ..Default::default()
+        }
+    }
+}
+
+/// A mistake in the command line: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+/// Runs the capture loop until the duration passes or SIGINT/SIGTERM, then reads what the
+/// kernel still holds and closes every open connection.
+pub fn drive<S: observer::capture::StreamSink>(
+    session: &mut observer::capture::CaptureSession,
+    sink: &mut S,
+    duration: Option<f64>,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let duration = duration.map(std::time::Duration::from_secs_f64);
+    runtime.block_on(async {
+        let stop = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            let timer = async {
+                match duration {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = timer => {},
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+        };
+        session.run(sink, stop).await
+    })?;
+    session.catch_up(sink, std::time::Duration::from_millis(500))?;
+    session.close_all(sink);
+    Ok(())
 }
 
 /// Which processes to watch (selectors add up).
@@ -56,14 +129,15 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check => check::run(),
         Command::Capture(args) => capture::run(args),
+        Command::Trace(args) => trace::run(args),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("brokerscope: {e:#}");
-            let usage = e
-                .downcast_ref::<observer::capture::CaptureError>()
-                .is_some_and(|e| e.is_usage());
+            let usage = e.downcast_ref::<Usage>().is_some()
+                || e.downcast_ref::<observer::capture::CaptureError>()
+                    .is_some_and(|e| e.is_usage());
             ExitCode::from(if usage { 2 } else { 1 })
         }
     }

@@ -1,0 +1,380 @@
+//! `BrokerEvent`: one vocabulary for every protocol.
+//!
+//! Decoders turn frames into these; correlation, metrics, spans, audit and the terminal views
+//! only ever see these. Field names are the stable names of `brokerscope trace --json`.
+//! Credentials never enter an event: decoders keep the user name and drop secrets.
+use std::{fmt, net::SocketAddr};
+
+use crate::capture::{ConnId, Direction};
+
+/// Which protocol family produced the event (`system` in JSON and metric labels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum System {
+    Amqp,
+    Mqtt,
+    Nats,
+    Kafka,
+}
+
+impl System {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            System::Amqp => "amqp",
+            System::Mqtt => "mqtt",
+            System::Nats => "nats",
+            System::Kafka => "kafka",
+        }
+    }
+}
+
+/// What happened (`kind` in JSON).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventKind {
+    ConnectionOpened,
+    ConnectionClosed,
+    /// Login: `user`, `mechanism`, `outcome`.
+    Auth,
+    /// Client → broker message.
+    Publish,
+    /// Broker → publisher acknowledgement of a publish (publisher confirms, PUBACK, PubAck).
+    Confirm,
+    /// Broker → consumer message.
+    Deliver,
+    /// Consumer → broker settlement.
+    Ack,
+    Nack,
+    Reject,
+    /// A message the broker handed back to its publisher as unroutable (AMQP basic.return).
+    Return,
+    Subscribe,
+    Unsubscribe,
+    Declare,
+    Delete,
+    Bind,
+    Unbind,
+    Purge,
+    /// A channel (AMQP) opened or closed; channels carry the other events.
+    ChannelOpened,
+    ChannelClosed,
+    /// Protocol state that matters for interpretation but is not a message: qos, flow control,
+    /// connection blocked/unblocked, confirm.select, tx.*, recover, tune, heartbeat settings.
+    Control,
+    Request,
+    Response,
+    /// A protocol-level error reply (e.g. channel.close with a 4xx/5xx code).
+    Error,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 23] = [
+        EventKind::ConnectionOpened,
+        EventKind::ConnectionClosed,
+        EventKind::Auth,
+        EventKind::Publish,
+        EventKind::Confirm,
+        EventKind::Deliver,
+        EventKind::Ack,
+        EventKind::Nack,
+        EventKind::Reject,
+        EventKind::Return,
+        EventKind::Subscribe,
+        EventKind::Unsubscribe,
+        EventKind::Declare,
+        EventKind::Delete,
+        EventKind::Bind,
+        EventKind::Unbind,
+        EventKind::Purge,
+        EventKind::ChannelOpened,
+        EventKind::ChannelClosed,
+        EventKind::Control,
+        EventKind::Request,
+        EventKind::Response,
+        EventKind::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::ConnectionOpened => "connection.opened",
+            EventKind::ConnectionClosed => "connection.closed",
+            EventKind::Auth => "auth",
+            EventKind::Publish => "publish",
+            EventKind::Confirm => "confirm",
+            EventKind::Deliver => "deliver",
+            EventKind::Ack => "ack",
+            EventKind::Nack => "nack",
+            EventKind::Reject => "reject",
+            EventKind::Return => "return",
+            EventKind::Subscribe => "subscribe",
+            EventKind::Unsubscribe => "unsubscribe",
+            EventKind::Declare => "declare",
+            EventKind::Delete => "delete",
+            EventKind::Bind => "bind",
+            EventKind::Unbind => "unbind",
+            EventKind::Purge => "purge",
+            EventKind::ChannelOpened => "channel.opened",
+            EventKind::ChannelClosed => "channel.closed",
+            EventKind::Control => "control",
+            EventKind::Request => "request",
+            EventKind::Response => "response",
+            EventKind::Error => "error",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Outcome of an `auth` (and of operations that can be refused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Failure,
+    Unknown,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Unknown => "unknown",
+        }
+    }
+}
+
+/// The connection an event happened on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnRef {
+    pub id: ConnId,
+    pub pid: Option<u32>,
+    /// Broker side.
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
+}
+
+/// Where a message goes or what an operation acts on. Only the fields the protocol has are set.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Destination {
+    pub vhost: Option<String>,
+    pub exchange: Option<String>,
+    pub routing_key: Option<String>,
+    pub queue: Option<String>,
+    pub topic: Option<String>,
+    pub partition: Option<i32>,
+    pub subject: Option<String>,
+    /// What a declare/delete/bind acts on: "exchange", "queue", "topic", …
+    pub resource: Option<&'static str>,
+}
+
+impl Destination {
+    /// One display name: the queue or topic or subject; for AMQP publishes the exchange and
+    /// routing key ("amq.default" for the default exchange).
+    pub fn name(&self) -> Option<String> {
+        if let Some(t) = &self.topic {
+            return Some(t.clone());
+        }
+        if let Some(s) = &self.subject {
+            return Some(s.clone());
+        }
+        match (&self.exchange, &self.routing_key, &self.queue) {
+            (_, _, Some(q)) if self.exchange.is_none() => Some(q.clone()),
+            (Some(x), Some(rk), _) => {
+                let x = if x.is_empty() { "amq.default" } else { x };
+                Some(format!("{x}/{rk}"))
+            }
+            (Some(x), None, _) => Some(if x.is_empty() {
+                "amq.default".into()
+            } else {
+                x.clone()
+            }),
+            (None, Some(rk), _) => Some(rk.clone()),
+            (_, _, Some(q)) => Some(q.clone()),
+            (None, None, None) => None,
+        }
+    }
+}
+
+/// Message properties kept for correlation and tracing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MessageProps {
+    pub message_id: Option<String>,
+    pub correlation_id: Option<String>,
+    pub content_type: Option<String>,
+    pub delivery_mode: Option<u8>,
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+    /// Other headers, rendered as text (bounded by the decoder).
+    pub headers: Vec<(String, String)>,
+}
+
+/// One event. Optional fields are set where the protocol gives them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerEvent {
+    /// Wall clock, ns since the epoch: the capture time of the packet that completed the frame.
+    pub ts_ns: u64,
+    pub system: System,
+    pub kind: EventKind,
+    pub conn: ConnRef,
+    /// Which way the frame went.
+    pub direction: Direction,
+    /// Protocol operation, e.g. "basic.publish".
+    pub method: Option<&'static str>,
+    /// AMQP channel / HTTP2-like stream id.
+    pub channel: Option<u32>,
+    pub destination: Option<Destination>,
+    pub user: Option<String>,
+    pub mechanism: Option<String>,
+    pub outcome: Option<Outcome>,
+    pub delivery_tag: Option<u64>,
+    /// Publisher-confirm sequence number of a publish / confirm.
+    pub publish_seq: Option<u64>,
+    /// Confirms/acks: covers every tag up to `delivery_tag`.
+    pub multiple: Option<bool>,
+    pub requeue: Option<bool>,
+    pub redelivered: Option<bool>,
+    pub consumer_tag: Option<String>,
+    pub packet_id: Option<u32>,
+    pub offset: Option<i64>,
+    pub record_count: Option<u32>,
+    pub reply_code: Option<u16>,
+    pub reply_text: Option<String>,
+    /// Message body size in bytes (from the content header / length field).
+    pub body_size: Option<u64>,
+    /// Fast hash of the body bytes seen plus their length: recognises the same message later.
+    pub fingerprint: Option<u64>,
+    pub props: Option<MessageProps>,
+    /// Queue depth and consumers where the wire reveals them (declare-ok, get-ok).
+    pub message_count: Option<u32>,
+    pub consumer_count: Option<u32>,
+}
+
+impl BrokerEvent {
+    pub fn new(
+        ts_ns: u64,
+        system: System,
+        kind: EventKind,
+        conn: ConnRef,
+        direction: Direction,
+    ) -> Self {
+        Self {
+            ts_ns,
+            system,
+            kind,
+            conn,
+            direction,
+            method: None,
+            channel: None,
+            destination: None,
+            user: None,
+            mechanism: None,
+            outcome: None,
+            delivery_tag: None,
+            publish_seq: None,
+            multiple: None,
+            requeue: None,
+            redelivered: None,
+            consumer_tag: None,
+            packet_id: None,
+            offset: None,
+            record_count: None,
+            reply_code: None,
+            reply_text: None,
+            body_size: None,
+            fingerprint: None,
+            props: None,
+            message_count: None,
+            consumer_count: None,
+        }
+    }
+}
+
+/// Message fingerprint: 64-bit FNV-1a over the body bytes, mixed with the length. Fast, no
+/// allocation, stable across processes (two observers agree).
+#[derive(Clone, Copy, Debug)]
+pub struct Fingerprint {
+    hash: u64,
+    len: u64,
+}
+
+impl Default for Fingerprint {
+    fn default() -> Self {
+        Self {
+            hash: 0xcbf2_9ce4_8422_2325,
+            len: 0,
+        }
+    }
+}
+
+impl Fingerprint {
+    pub fn update(&mut self, bytes: &[u8]) {
+        let mut h = self.hash;
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.hash = h;
+        self.len += bytes.len() as u64;
+    }
+
+    pub fn finish(&self) -> u64 {
+        // Mix the length in so equal prefixes of different lengths differ.
+        let mut x = self.hash ^ self.len.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^ (x >> 33)
+    }
+
+    pub fn of(bytes: &[u8]) -> u64 {
+        let mut f = Self::default();
+        f.update(bytes);
+        f.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_is_split_invariant_and_length_aware() {
+        let body = b"hello brokerscope";
+        let whole = Fingerprint::of(body);
+        for split in 0..=body.len() {
+            let mut f = Fingerprint::default();
+            f.update(&body[..split]);
+            f.update(&body[split..]);
+            assert_eq!(f.finish(), whole);
+        }
+        assert_ne!(Fingerprint::of(b""), Fingerprint::of(b"\0"));
+        assert_ne!(Fingerprint::of(b"a"), Fingerprint::of(b"b"));
+    }
+
+    #[test]
+    fn kinds_round_trip_by_name() {
+        for k in EventKind::ALL {
+            assert_eq!(EventKind::parse(k.as_str()), Some(k));
+        }
+    }
+
+    #[test]
+    fn destination_names() {
+        let d = Destination {
+            exchange: Some(String::new()),
+            routing_key: Some("orders".into()),
+            ..Default::default()
+        };
+        assert_eq!(d.name().as_deref(), Some("amq.default/orders"));
+        let d = Destination {
+            queue: Some("q1".into()),
+            ..Default::default()
+        };
+        assert_eq!(d.name().as_deref(), Some("q1"));
+    }
+}

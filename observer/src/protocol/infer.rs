@@ -1,0 +1,251 @@
+//! Which protocol a connection speaks.
+//!
+//! Decided from the first bytes of the connection (AMQP protocol header, MQTT CONNECT, NATS
+//! INFO/CONNECT, Kafka request shape). Port hints only break ties: they decide for connections
+//! joined mid-stream, whose first bytes are not a handshake. A port can be forced to a protocol
+//! (`--protocol 5673=amqp`), which overrides everything.
+use std::collections::HashMap;
+
+use crate::event::System;
+
+/// Bytes kept per connection while undecided; more than any handshake signature needs.
+pub const SNIFF_BYTES: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Protocol(System),
+    /// Not a protocol we know; the connection is not decoded.
+    Unknown,
+    /// Not enough bytes yet.
+    NeedMore,
+}
+
+#[derive(Clone, Debug)]
+pub struct Inference {
+    forced: HashMap<u16, System>,
+    hints: HashMap<u16, System>,
+}
+
+impl Default for Inference {
+    fn default() -> Self {
+        Self::new(HashMap::new())
+    }
+}
+
+impl Inference {
+    pub fn new(forced: HashMap<u16, System>) -> Self {
+        let hints = [
+            (5672, System::Amqp),
+            (5671, System::Amqp),
+            (1883, System::Mqtt),
+            (8883, System::Mqtt),
+            (4222, System::Nats),
+            (9092, System::Kafka),
+        ]
+        .into_iter()
+        .collect();
+        Self { forced, hints }
+    }
+
+    pub fn forced(&self, port: u16) -> Option<System> {
+        self.forced.get(&port).copied()
+    }
+
+    /// `ingress`: first bytes the client sent; `egress`: first bytes the broker sent;
+    /// `mid_stream`: the capture did not see the connection start (or lost its first bytes).
+    pub fn decide(
+        &self,
+        local_port: u16,
+        ingress: &[u8],
+        egress: &[u8],
+        mid_stream: bool,
+    ) -> Verdict {
+        if let Some(system) = self.forced(local_port) {
+            return Verdict::Protocol(system);
+        }
+        if mid_stream {
+            // Not a handshake: the port is all there is (decoders resync to frame boundaries).
+            return match self.hints.get(&local_port) {
+                Some(&system) => Verdict::Protocol(system),
+                None => Verdict::Unknown,
+            };
+        }
+        let mut undecided = false;
+        let client_first: [(System, Signature); 3] = [
+            (System::Amqp, amqp),
+            (System::Mqtt, mqtt),
+            (System::Kafka, kafka),
+        ];
+        for (system, check) in client_first {
+            match check(ingress) {
+                Some(true) => return Verdict::Protocol(system),
+                Some(false) => {}
+                None => undecided = true,
+            }
+        }
+        match nats(ingress, egress) {
+            Some(true) => return Verdict::Protocol(System::Nats),
+            Some(false) => {}
+            None => undecided = true,
+        }
+        if undecided && ingress.len() + egress.len() < SNIFF_BYTES {
+            return Verdict::NeedMore;
+        }
+        Verdict::Unknown
+    }
+}
+
+/// Does a connection's first bytes match a protocol's handshake? None: too few bytes to tell.
+type Signature = fn(&[u8]) -> Option<bool>;
+
+/// Compares what is there; None when `bytes` is a strict prefix of `want`.
+fn prefix(bytes: &[u8], want: &[u8]) -> Option<bool> {
+    let n = bytes.len().min(want.len());
+    if bytes[..n] != want[..n] {
+        Some(false)
+    } else if n < want.len() {
+        None
+    } else {
+        Some(true)
+    }
+}
+
+fn amqp(bytes: &[u8]) -> Option<bool> {
+    super::amqp::looks_like_amqp(bytes)
+}
+
+/// CONNECT: type 0x10, remaining length (1–4 bytes), then "\0\x04MQTT" (3.1.1/5) or "\0\x06MQIsdp" (3.1).
+fn mqtt(bytes: &[u8]) -> Option<bool> {
+    match bytes.first() {
+        None => return None,
+        Some(&0x10) => {}
+        Some(_) => return Some(false),
+    }
+    let mut i = 1;
+    loop {
+        let b = *bytes.get(i)?;
+        i += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+        if i > 4 {
+            return Some(false);
+        }
+    }
+    let rest = &bytes[i..];
+    match (prefix(rest, b"\0\x04MQTT"), prefix(rest, b"\0\x06MQIsdp")) {
+        (Some(true), _) | (_, Some(true)) => Some(true),
+        (Some(false), Some(false)) => Some(false),
+        _ => None,
+    }
+}
+
+/// The broker speaks first with `INFO {`; a client that does not wait starts with `CONNECT {`.
+fn nats(ingress: &[u8], egress: &[u8]) -> Option<bool> {
+    let info = prefix(egress, b"INFO {");
+    let connect = prefix(ingress, b"CONNECT {");
+    match (info, connect) {
+        (Some(true), _) | (_, Some(true)) => Some(true),
+        (Some(false), Some(false)) => Some(false),
+        // NATS clients wait for INFO: a client that spoke first without CONNECT is not NATS.
+        (None, Some(false)) => Some(false),
+        (Some(false), None) if ingress.is_empty() => None,
+        (Some(false), None) => Some(false),
+        (None, None) => None,
+    }
+}
+
+/// Request: i32 size, i16 api_key (0..=100), i16 api_version (0..=20), i32 correlation id,
+/// i16 client-id length (-1 or a printable id).
+fn kafka(bytes: &[u8]) -> Option<bool> {
+    if bytes.len() < 14 {
+        // Reject early what cannot be a size prefix.
+        return match bytes.first() {
+            Some(&b) if b != 0 => Some(false),
+            _ => None,
+        };
+    }
+    let size = i32::from_be_bytes(bytes[0..4].try_into().unwrap());
+    let api_key = i16::from_be_bytes(bytes[4..6].try_into().unwrap());
+    let api_version = i16::from_be_bytes(bytes[6..8].try_into().unwrap());
+    let client_id_len = i16::from_be_bytes(bytes[12..14].try_into().unwrap());
+    let plausible = (10..=100 << 20).contains(&size)
+        && (0..=100).contains(&api_key)
+        && (0..=20).contains(&api_version)
+        && (client_id_len == -1 || (0..=255).contains(&client_id_len));
+    if !plausible {
+        return Some(false);
+    }
+    let id_len = client_id_len.max(0) as usize;
+    let id = &bytes[14..bytes.len().min(14 + id_len)];
+    Some(id.iter().all(|b| b.is_ascii_graphic()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decide(ingress: &[u8], egress: &[u8]) -> Verdict {
+        Inference::default().decide(40000, ingress, egress, false)
+    }
+
+    #[test]
+    fn recognises_handshakes() {
+        assert_eq!(
+            decide(b"AMQP\0\0\x09\x01", b""),
+            Verdict::Protocol(System::Amqp)
+        );
+        assert_eq!(
+            decide(b"\x10\x14\0\x04MQTT\x04\x02\0\x3c", b""),
+            Verdict::Protocol(System::Mqtt)
+        );
+        assert_eq!(
+            decide(b"\x10\x10\0\x06MQIsdp\x03", b""),
+            Verdict::Protocol(System::Mqtt)
+        );
+        assert_eq!(
+            decide(b"", b"INFO {\"server_id\":1}"),
+            Verdict::Protocol(System::Nats)
+        );
+        assert_eq!(
+            decide(b"CONNECT {\"verbose\":false}", b""),
+            Verdict::Protocol(System::Nats)
+        );
+        let kafka = b"\0\0\0\x20\0\x12\0\x03\0\0\0\x01\0\x07rdkafka";
+        assert_eq!(decide(kafka, b""), Verdict::Protocol(System::Kafka));
+    }
+
+    #[test]
+    fn waits_for_enough_bytes_then_gives_up() {
+        assert_eq!(decide(b"AM", b""), Verdict::NeedMore);
+        assert_eq!(decide(b"\x10", b""), Verdict::NeedMore);
+        assert_eq!(
+            decide(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b""),
+            Verdict::Unknown
+        );
+        assert_eq!(decide(&[0xff; 64], b""), Verdict::Unknown);
+    }
+
+    #[test]
+    fn ports_decide_mid_stream_and_forced_ports_win() {
+        let inf = Inference::default();
+        assert_eq!(
+            inf.decide(5672, b"\x01\0\x01", b"", true),
+            Verdict::Protocol(System::Amqp)
+        );
+        assert_eq!(
+            inf.decide(40000, b"\x01\0\x01", b"", true),
+            Verdict::Unknown
+        );
+        let forced = Inference::new([(15672, System::Amqp)].into_iter().collect());
+        assert_eq!(
+            forced.decide(15672, b"", b"", false),
+            Verdict::Protocol(System::Amqp)
+        );
+        // A handshake on a hinted port is still read from its bytes.
+        assert_eq!(
+            inf.decide(5672, b"\x10\x14\0\x04MQTT", b"", false),
+            Verdict::Protocol(System::Mqtt)
+        );
+    }
+}
