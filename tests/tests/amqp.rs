@@ -302,6 +302,21 @@ fn trace_cli_prints_json_events() {
     assert!(full.success(), "{}", full.output.stderr);
     let bad = broker.workload("badlogin", &[]);
     assert!(bad.success());
+    // Garbage after a valid protocol header: the broker hangs up, the decoder counts and moves on.
+    {
+        use std::io::{Read, Write};
+        let mut raw = std::net::TcpStream::connect(("127.0.0.1", broker.port)).unwrap();
+        raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        raw.write_all(b"AMQP\0\0\x09\x01").unwrap();
+        let mut start = [0u8; 7];
+        raw.read_exact(&mut start).unwrap(); // connection.start frame header
+        let _ = raw.write_all(&[
+            0x01, 0x00, 0x00, 0xff, 0xff, 0xff, 0x00, 0xde, 0xad, 0xbe, 0xef,
+        ]);
+        let _ = raw.write_all(&tests::pattern(7, 3000));
+        let mut rest = Vec::new();
+        let _ = raw.read_to_end(&mut rest);
+    }
     std::thread::sleep(Duration::from_millis(500));
     // SAFETY: our own child.
     unsafe { libc::kill(trace.id() as i32, libc::SIGINT) };
@@ -361,4 +376,11 @@ fn trace_cli_prints_json_events() {
         stdout.contains("\"destination\":{") && stdout.contains("\"routing_key\":\"bs.orders\"")
     );
     assert!(stdout.contains("\"delivery_tag\":") && stdout.contains("\"publish_seq\":"));
+    let malformed: u64 = stderr
+        .split("malformed=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no decoder summary in {stderr}"));
+    assert!(malformed >= 1, "the garbage frame is counted: {stderr}");
 }
