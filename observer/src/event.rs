@@ -253,6 +253,16 @@ pub struct BrokerEvent {
     /// Queue depth and consumers where the wire reveals them (declare-ok, get-ok).
     pub message_count: Option<u32>,
     pub consumer_count: Option<u32>,
+    /// MQTT quality of service, retain and duplicate flags.
+    pub qos: Option<u8>,
+    pub retain: Option<bool>,
+    pub dup: Option<bool>,
+    /// The client's own name for itself (MQTT client id, NATS `name`).
+    pub client_id: Option<String>,
+    /// Where replies go (NATS reply subject, AMQP reply-to).
+    pub reply_to: Option<String>,
+    /// Protocol-specific extras (e.g. MQTT keepalive, NATS lang/version), rendered by name.
+    pub attrs: Vec<(&'static str, String)>,
 }
 
 impl BrokerEvent {
@@ -291,6 +301,12 @@ impl BrokerEvent {
             props: None,
             message_count: None,
             consumer_count: None,
+            qos: None,
+            retain: None,
+            dup: None,
+            client_id: None,
+            reply_to: None,
+            attrs: Vec::new(),
         }
     }
 }

@@ -95,6 +95,14 @@ pub fn to_json(e: &BrokerEvent) -> Value {
     );
     put(&mut m, "message_count", e.message_count);
     put(&mut m, "consumer_count", e.consumer_count);
+    put(&mut m, "qos", e.qos);
+    put(&mut m, "retain", e.retain);
+    put(&mut m, "dup", e.dup);
+    put(&mut m, "client_id", e.client_id.clone());
+    put(&mut m, "reply_to", e.reply_to.clone());
+    for (k, v) in &e.attrs {
+        m.entry(*k).or_insert_with(|| Value::from(v.as_str()));
+    }
     if let Some(p) = &e.props {
         put(&mut m, "message_id", p.message_id.clone());
         put(&mut m, "correlation_id", p.correlation_id.clone());
@@ -179,6 +187,30 @@ pub fn to_line(e: &BrokerEvent) -> String {
     }
     if let Some(n) = e.message_count {
         field("messages", n.to_string());
+    }
+    if let Some(id) = e.packet_id {
+        field("packet_id", id.to_string());
+    }
+    if let Some(q) = e.qos {
+        field("qos", q.to_string());
+    }
+    if e.retain == Some(true) {
+        field("retain", "true".into());
+    }
+    if e.dup == Some(true) {
+        field("dup", "true".into());
+    }
+    if let Some(c) = &e.client_id {
+        field("client_id", c.clone());
+    }
+    if let Some(r) = &e.reply_to {
+        field("reply_to", r.clone());
+    }
+    if let Some(o) = e.offset {
+        field("offset", o.to_string());
+    }
+    for (k, v) in &e.attrs {
+        field(k, v.clone());
     }
     if let Some(p) = &e.props {
         if let Some(id) = &p.message_id {
