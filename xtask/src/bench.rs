@@ -16,11 +16,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{
-    cargo, is_root,
-    procs::{Guard, cgroup_dir, spawn_in_cgroup, wait_for_port},
-    run_cmd, setup,
-};
+use crate::procs::{Guard, PrivateMosquitto, release_binary};
 
 const PORT: u16 = 18832;
 
@@ -31,41 +27,12 @@ pub struct OverheadArgs {
 }
 
 pub fn overhead(args: &OverheadArgs) -> Result<()> {
-    setup::run()?;
-    if !is_root() {
-        bail!("the benchmark loads eBPF programs: run it as root");
-    }
-    run_cmd(cargo().args([
-        "build",
-        "--release",
-        "--package",
-        "observer",
-        "--bin",
-        "brokerscope",
-    ]))?;
-    let binary = fs::canonicalize("target/release/brokerscope")?;
-    let cgroup = cgroup_dir("brokerscope-bench")?;
-    let data = std::env::temp_dir().join(format!("brokerscope-bench-{}", std::process::id()));
-    fs::create_dir_all(&data)?;
-    let conf = data.join("mosquitto.conf");
-    fs::write(
-        &conf,
-        format!("listener {PORT} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-    )?;
-    let lines = data.join("messages.txt");
+    let binary = release_binary("the benchmark")?;
+    let broker = PrivateMosquitto::start("brokerscope-bench", PORT)?;
+    let lines = broker.data.join("messages.txt");
     let line = "x".repeat(args.payload);
     fs::write(&lines, format!("{line}\n").repeat(args.messages as usize))?;
-
-    let mut broker = Guard(spawn_in_cgroup(
-        Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-        &cgroup,
-    )?);
-    wait_for_port(PORT)?;
-    let pid = broker.0.id();
+    let pid = broker.pid();
     println!(
         "overhead: mosquitto pid {pid}, {} QoS 0 messages of {} B per round, {} rounds per side",
         args.messages, args.payload, args.rounds
@@ -99,9 +66,7 @@ pub fn overhead(args: &OverheadArgs) -> Result<()> {
             off.push((rate, cpu_ns))
         }
     }
-    broker.stop();
-    let _ = fs::remove_dir_all(&data);
-    let _ = fs::remove_dir(&cgroup);
+    drop(broker);
 
     let median = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| {
         let mut xs: Vec<f64> = v.iter().map(f).collect();

@@ -4,9 +4,7 @@
 //! `brokerscope capture` to it, publishes and subscribes with mosquitto_pub/sub, prints what
 //! was captured, and stops everything it started (by PID).
 use std::{
-    fs,
     io::Write,
-    path::PathBuf,
     process::{Command, Stdio},
     thread,
     time::Duration,
@@ -15,49 +13,19 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use crate::{
-    cargo, is_root,
-    procs::{Guard, cgroup_dir, spawn_in_cgroup, wait_for_port},
-    run_cmd, setup,
+    procs::{Guard, PrivateMosquitto, release_binary},
+    run_cmd,
 };
 
 const PORT: u16 = 18831;
 
 pub fn run() -> Result<()> {
-    setup::run()?;
-    if !is_root() {
-        bail!("the demo loads eBPF programs: run it as root (sudo -E cargo xtask demo)");
-    }
-    run_cmd(cargo().args([
-        "build",
-        "--release",
-        "--package",
-        "observer",
-        "--bin",
-        "brokerscope",
-    ]))?;
-    let binary = PathBuf::from("target/release/brokerscope");
-
-    let cgroup = cgroup_dir("brokerscope-demo")?;
-    let data = std::env::temp_dir().join(format!("brokerscope-demo-{}", std::process::id()));
-    fs::create_dir_all(&data)?;
-    let conf = data.join("mosquitto.conf");
-    fs::write(
-        &conf,
-        format!("listener {PORT} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-    )?;
-    let mut broker = Guard(spawn_in_cgroup(
-        Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-        &cgroup,
-    )?);
-    wait_for_port(PORT)?;
+    let binary = release_binary("the demo")?;
+    let broker = PrivateMosquitto::start("brokerscope-demo", PORT)?;
     println!(
         "demo: mosquitto pid {} on 127.0.0.1:{PORT} in cgroup {}",
-        broker.0.id(),
-        cgroup.display()
+        broker.pid(),
+        broker.cgroup.display()
     );
 
     let mut capture = Guard(
@@ -65,7 +33,7 @@ pub fn run() -> Result<()> {
             .args([
                 "capture",
                 "--pid",
-                &broker.0.id().to_string(),
+                &broker.pid().to_string(),
                 "--duration",
                 "4",
             ])
@@ -112,9 +80,7 @@ pub fn run() -> Result<()> {
     let _ = sub.0.wait();
     let status = capture.0.wait()?;
     let _ = std::io::stdout().flush();
-    broker.stop();
-    let _ = fs::remove_dir_all(&data);
-    let _ = fs::remove_dir(&cgroup);
+    drop(broker);
     if !status.success() {
         bail!("brokerscope capture failed: {status}");
     }

@@ -10,6 +10,74 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+use crate::{cargo, is_root, run_cmd, setup};
+
+/// Setup, a root check, and a release build of brokerscope; returns the binary's absolute path.
+pub fn release_binary(task: &str) -> Result<PathBuf> {
+    setup::run()?;
+    if !is_root() {
+        bail!("{task} loads eBPF programs: run it as root (sudo -E cargo xtask …)");
+    }
+    run_cmd(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "observer",
+        "--bin",
+        "brokerscope",
+    ]))?;
+    Ok(fs::canonicalize("target/release/brokerscope")?)
+}
+
+/// A private Mosquitto on 127.0.0.1:`port` in a cgroup of its own with a scratch directory;
+/// stopped (by PID) and cleaned up on drop.
+pub struct PrivateMosquitto {
+    pub broker: Guard,
+    pub cgroup: PathBuf,
+    pub data: PathBuf,
+}
+
+impl PrivateMosquitto {
+    pub fn start(name: &str, port: u16) -> Result<Self> {
+        let cgroup = cgroup_dir(name)?;
+        let data = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        fs::create_dir_all(&data)?;
+        let conf = data.join("mosquitto.conf");
+        fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )?;
+        let broker = Guard(spawn_in_cgroup(
+            Command::new("mosquitto")
+                .arg("-c")
+                .arg(&conf)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null()),
+            &cgroup,
+        )?);
+        // Built before waiting, so a broker that never listens is still stopped and cleaned up.
+        let me = Self {
+            broker,
+            cgroup,
+            data,
+        };
+        wait_for_port(port)?;
+        Ok(me)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.broker.0.id()
+    }
+}
+
+impl Drop for PrivateMosquitto {
+    fn drop(&mut self) {
+        self.broker.stop();
+        let _ = fs::remove_dir_all(&self.data);
+        let _ = fs::remove_dir(&self.cgroup);
+    }
+}
+
 /// Kills the child (by its PID) when dropped, so a failed demo leaves nothing running.
 pub struct Guard(pub Child);
 
