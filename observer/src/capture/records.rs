@@ -69,7 +69,6 @@ impl ConnRecordExt for ConnRecord {
 /// Process record accessors.
 pub trait ProcRecordExt {
     fn operation(&self) -> Option<ProcOp>;
-    fn comm_str(&self) -> String;
 }
 
 impl ProcRecordExt for ProcRecord {
@@ -79,14 +78,6 @@ impl ProcRecordExt for ProcRecord {
             2 => Some(ProcOp::Exit),
             _ => None,
         }
-    }
-    fn comm_str(&self) -> String {
-        let end = self
-            .comm
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(self.comm.len());
-        String::from_utf8_lossy(&self.comm[..end]).into_owned()
     }
 }
 

@@ -364,7 +364,6 @@ impl State {
                         if self.targets.contains_key(&proc.pid) {
                             self.refresh_now = true;
                         }
-                        let _ = proc.comm_str();
                     }
                     None => self.stats.malformed_records += 1,
                 }
