@@ -522,7 +522,7 @@ impl Workload {
     pub fn json(&self) -> Json {
         assert!(
             self.success(),
-            "amqp_workload failed ({}):\n{}{}",
+            "workload failed ({}):\n{}{}",
             self.output.status,
             self.output.stderr,
             self.output.stdout

@@ -17,9 +17,14 @@ const PACKAGES: &[&str] = &[
     "mosquitto",
     "mosquitto-clients",
     "rabbitmq-server",
+    "nats-server",
 ];
 /// Python client libraries the end-to-end workloads use (module name, pinned requirement).
-const PYTHON_PACKAGES: &[(&str, &str)] = &[("pika", "pika==1.4.4")];
+const PYTHON_PACKAGES: &[(&str, &str)] = &[
+    ("pika", "pika==1.4.4"),
+    ("paho.mqtt", "paho-mqtt==2.2.0"),
+    ("nats", "nats-py==2.16.0"),
+];
 
 pub fn run_setup_step(name: &str, ok: bool, detail: &str) {
     println!(
