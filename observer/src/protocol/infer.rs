@@ -83,7 +83,7 @@ impl Inference {
                 None => undecided = true,
             }
         }
-        match nats(ingress, egress) {
+        match super::nats::looks_like_nats(ingress, egress) {
             Some(true) => return Verdict::Protocol(System::Nats),
             Some(false) => {}
             None => undecided = true,
@@ -137,21 +137,6 @@ fn mqtt(bytes: &[u8]) -> Option<bool> {
         (Some(true), _) | (_, Some(true)) => Some(true),
         (Some(false), Some(false)) => Some(false),
         _ => None,
-    }
-}
-
-/// The broker speaks first with `INFO {`; a client that does not wait starts with `CONNECT {`.
-fn nats(ingress: &[u8], egress: &[u8]) -> Option<bool> {
-    let info = prefix(egress, b"INFO {");
-    let connect = prefix(ingress, b"CONNECT {");
-    match (info, connect) {
-        (Some(true), _) | (_, Some(true)) => Some(true),
-        (Some(false), Some(false)) => Some(false),
-        // NATS clients wait for INFO: a client that spoke first without CONNECT is not NATS.
-        (None, Some(false)) => Some(false),
-        (Some(false), None) if ingress.is_empty() => None,
-        (Some(false), None) => Some(false),
-        (None, None) => None,
     }
 }
 

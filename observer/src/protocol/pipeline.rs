@@ -10,6 +10,7 @@ use super::{
     Ctx, DecoderStats, EventSink, ProtocolDecoder,
     amqp::AmqpDecoder,
     infer::{Inference, SNIFF_BYTES, Verdict},
+    nats::NatsDecoder,
 };
 use crate::{
     capture::{ConnId, Connection, Direction, StreamEvent, StreamSink},
@@ -20,7 +21,8 @@ use crate::{
 pub fn decoder_for(system: System) -> Option<Box<dyn ProtocolDecoder>> {
     match system {
         System::Amqp => Some(Box::new(AmqpDecoder::new())),
-        System::Mqtt | System::Nats | System::Kafka => None,
+        System::Nats => Some(Box::new(NatsDecoder::new())),
+        System::Mqtt | System::Kafka => None,
     }
 }
 
