@@ -98,46 +98,12 @@ impl Inference {
 /// Does a connection's first bytes match a protocol's handshake? None: too few bytes to tell.
 type Signature = fn(&[u8]) -> Option<bool>;
 
-/// Compares what is there; None when `bytes` is a strict prefix of `want`.
-fn prefix(bytes: &[u8], want: &[u8]) -> Option<bool> {
-    let n = bytes.len().min(want.len());
-    if bytes[..n] != want[..n] {
-        Some(false)
-    } else if n < want.len() {
-        None
-    } else {
-        Some(true)
-    }
-}
-
 fn amqp(bytes: &[u8]) -> Option<bool> {
     super::amqp::looks_like_amqp(bytes)
 }
 
-/// CONNECT: type 0x10, remaining length (1–4 bytes), then "\0\x04MQTT" (3.1.1/5) or "\0\x06MQIsdp" (3.1).
 fn mqtt(bytes: &[u8]) -> Option<bool> {
-    match bytes.first() {
-        None => return None,
-        Some(&0x10) => {}
-        Some(_) => return Some(false),
-    }
-    let mut i = 1;
-    loop {
-        let b = *bytes.get(i)?;
-        i += 1;
-        if b & 0x80 == 0 {
-            break;
-        }
-        if i > 4 {
-            return Some(false);
-        }
-    }
-    let rest = &bytes[i..];
-    match (prefix(rest, b"\0\x04MQTT"), prefix(rest, b"\0\x06MQIsdp")) {
-        (Some(true), _) | (_, Some(true)) => Some(true),
-        (Some(false), Some(false)) => Some(false),
-        _ => None,
-    }
+    super::mqtt::looks_like_mqtt(bytes)
 }
 
 /// Request: i32 size, i16 api_key (0..=100), i16 api_version (0..=20), i32 correlation id,

@@ -12,6 +12,7 @@
 //! next frame boundary it can prove, and counts it. Malformed traffic never panics.
 pub mod amqp;
 pub mod infer;
+pub mod mqtt;
 pub mod nats;
 pub mod pipeline;
 

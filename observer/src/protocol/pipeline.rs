@@ -10,6 +10,7 @@ use super::{
     Ctx, DecoderStats, EventSink, ProtocolDecoder,
     amqp::AmqpDecoder,
     infer::{Inference, SNIFF_BYTES, Verdict},
+    mqtt::MqttDecoder,
     nats::NatsDecoder,
 };
 use crate::{
@@ -21,8 +22,9 @@ use crate::{
 pub fn decoder_for(system: System) -> Option<Box<dyn ProtocolDecoder>> {
     match system {
         System::Amqp => Some(Box::new(AmqpDecoder::new())),
+        System::Mqtt => Some(Box::new(MqttDecoder::new())),
         System::Nats => Some(Box::new(NatsDecoder::new())),
-        System::Mqtt | System::Kafka => None,
+        System::Kafka => None,
     }
 }
 

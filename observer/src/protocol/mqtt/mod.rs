@@ -24,15 +24,25 @@
 //! Resync rule. MQTT has no frame delimiter. Each direction starts at a packet boundary only
 //! when the connection start was seen (the client's first bytes are a CONNECT; the broker's
 //! bytes once a CONNECT was decoded). Otherwise, and after a gap or a malformed packet, the
-//! framer looks for the first offset where a plausible fixed header (as above) starts a packet
-//! of at most [`MAX_PACKET`] bytes whose body starts plausibly (protocol name, non-zero packet
-//! id, topic length within the packet, …) AND the bytes right after it start another plausible
-//! fixed header. It waits for the bytes needed to decide a candidate rather than skip it, so the
-//! boundary found does not depend on how the stream was chunked; at the end of the known stream
-//! (a gap or the end of the direction) a candidate ending exactly there is accepted as well. The
-//! scan window never exceeds `MAX_PACKET + 5` bytes. Bytes passed over count as
-//! `skipped_bytes`, each episode as one `resync` (joining mid-stream counts only if it has to
-//! skip bytes); a PUBLISH cut by a gap is dropped.
+//! framer looks for the first offset where
+//! 1. a plausible fixed header (as above) starts a packet of at most [`MAX_PACKET`] bytes,
+//! 2. whose body is plausible (protocol name; non-zero packet id; topic within the packet,
+//!    UTF-8 without control characters, no wildcards in a topic name; …),
+//! 3. and the bytes right after it start another plausible fixed header whose first (up to 4)
+//!    body bytes are plausible too — or, at the end of the known stream (a gap or the end of
+//!    the direction), the candidate ends exactly there (or what follows it is a plausible start
+//!    cut short by that end).
+//!
+//! It waits for the bytes needed to decide a candidate rather than skip it, so the boundary
+//! found does not depend on how the stream was chunked (a false candidate claiming a long
+//! length delays the scan until its bytes arrive; it is rejected on its first bytes whenever
+//! they already disagree). The live scan window never exceeds `MAX_PACKET + 9` bytes. Bytes
+//! passed over count as `skipped_bytes`, each episode as one `resync` (joining mid-stream
+//! counts only if it has to skip bytes); a PUBLISH cut by a gap is dropped. The few packets
+//! after a proven one are on probation: one longer than 64 KiB must be proven the same way
+//! before it is believed (an oversize one cannot be, and is scanned past), and PUBLISH topics
+//! must pass the topic check — so a false boundary in binary payload bytes cannot make the
+//! framer swallow megabytes of real packets as one bogus packet.
 //!
 //! Secrets. The CONNECT password and AUTH data are skipped in place, never copied into state or
 //! events; every buffer that held packet bytes is zeroed before it is cleared or dropped, and
@@ -57,8 +67,20 @@ use crate::{
 /// only bounds memory: larger packets are skipped unbuffered (an oversize PUBLISH still yields
 /// its event).
 pub const MAX_PACKET: usize = 1 << 20;
-/// Resync window: a candidate packet and the next packet's fixed header (≤ 5 bytes).
-const WINDOW: usize = MAX_PACKET + 5;
+/// Body bytes of the packet after a resync candidate that must agree as well.
+const NEXT_PREFIX: usize = 4;
+/// Resync window: a candidate packet, the next packet's fixed header (≤ 5 bytes) and the first
+/// `NEXT_PREFIX` bytes of its body.
+const WINDOW: usize = MAX_PACKET + 5 + NEXT_PREFIX;
+/// Proven-garbage bytes in front of the window are dropped once this many accumulate (or half
+/// the buffer): one move of the window per 64 KiB of progress, not per call.
+const DRAIN: usize = 64 << 10;
+/// Packets after a resync's proven one that are on probation: a false boundary must not make
+/// the framer swallow real packets into a long bogus one.
+const PROBATION: u8 = 4;
+/// On probation, a packet longer than this is not taken on its word: the scan must prove it
+/// (whole, and followed by a plausible header) like a resync candidate.
+const TRUST: usize = 64 << 10;
 
 const CONNECT: u8 = 1;
 const CONNACK: u8 = 2;
@@ -134,6 +156,11 @@ struct Framer {
     head: usize,
     /// `Payload`: the PUBLISH being streamed.
     publishing: Option<Publishing>,
+    /// The packet at the boundary was just proven by the resync scan.
+    proven: bool,
+    /// Packets still on probation after a resync (see `PROBATION`); meanwhile PUBLISH topics
+    /// must pass the scan's topic check too.
+    probation: u8,
 }
 
 // Manual: `buf` may hold a partial CONNECT (with its password); show its length only.
@@ -335,17 +362,52 @@ fn body_plausible(b0: u8, body: &[u8], rem: u32, version: Option<u8>) -> bool {
             body.first().is_none_or(|f| f & 0xFE == 0)
                 && body.get(1).is_none_or(|&c| c <= 5 || c >= 0x80)
         }
-        PUBLISH => head_need(body, b0, rem, v5) != HeadNeed::Bad,
+        PUBLISH => {
+            if head_need(body, b0, rem, v5) == HeadNeed::Bad {
+                return false;
+            }
+            let Some(len) = body.get(..2) else {
+                return true;
+            };
+            let end = 2 + usize::from(u16::from_be_bytes([len[0], len[1]]));
+            let id = body.get(end..end + 2);
+            // An empty topic needs a 5.0 topic alias.
+            (end > 2 || version.is_none_or(|v| v >= 5))
+                && topic_ok(&body[2..end.min(body.len())], end > body.len(), false)
+                && ((b0 >> 1) & 3 == 0 || id.is_none_or(|id| id != [0, 0]))
+        }
         PUBACK | PUBREC | PUBREL | PUBCOMP | SUBACK | UNSUBACK => id_ok,
         SUBSCRIBE | UNSUBSCRIBE if !v5 && body.len() >= 4 => {
             // The first topic filter (and SUBSCRIBE's options byte) fits in the packet.
             let filter = usize::from(u16::from_be_bytes([body[2], body[3]]));
             let options = usize::from(b0 >> 4 == SUBSCRIBE);
-            id_ok && 4 + filter + options <= rem as usize
+            id_ok
+                && filter > 0
+                && 4 + filter + options <= rem as usize
+                && topic_ok(
+                    &body[4..(4 + filter).min(body.len())],
+                    4 + filter > body.len(),
+                    true,
+                )
         }
         SUBSCRIBE | UNSUBSCRIBE => id_ok,
         _ => true,
     }
+}
+
+/// A topic name (or, `filter`, a topic filter), or the first bytes of one (`cut`): UTF-8 (a
+/// character cut by the end of a `cut` prefix is fine), no control characters (the spec forbids U+0000 and says
+/// SHOULD NOT for the others), no wildcards in a name. Binary garbage fails this within a few
+/// bytes, which is what makes false boundaries rare.
+fn topic_ok(t: &[u8], cut: bool, filter: bool) -> bool {
+    let valid = match std::str::from_utf8(t) {
+        Ok(_) => t,
+        Err(e) if cut && e.error_len().is_none() => &t[..e.valid_up_to()],
+        Err(_) => return false,
+    };
+    !valid
+        .iter()
+        .any(|&c| c < 0x20 || c == 0x7F || (!filter && (c == b'+' || c == b'#')))
 }
 
 /// Whether a packet provably starts at `b[0]`.
@@ -360,7 +422,9 @@ enum Cand {
     End,
 }
 
-fn candidate(b: &[u8], dir: Direction, version: Option<u8>) -> Cand {
+/// `at_end`: `b` ends where the known stream ends; then a packet after the candidate cut short
+/// by that end only has to start plausibly.
+fn candidate(b: &[u8], dir: Direction, version: Option<u8>, at_end: bool) -> Cand {
     let (b0, rem, hlen) = match header(b, dir, version) {
         Hdr::Need => return Cand::Need,
         Hdr::Bad => return Cand::No,
@@ -379,9 +443,26 @@ fn candidate(b: &[u8], dir: Direction, version: Option<u8>) -> Cand {
     }
     match header(&b[total..], dir, version) {
         _ if b.len() == total => Cand::End,
+        Hdr::Need if at_end => Cand::Yes,
         Hdr::Need => Cand::Need,
         Hdr::Bad => Cand::No,
-        Hdr::Ok { .. } => Cand::Yes,
+        Hdr::Ok {
+            b0: next,
+            rem: next_rem,
+            hlen: next_hlen,
+        } => {
+            // The next packet's first body bytes must agree too; exactly `k` of them are
+            // looked at, so the decision does not depend on how many happen to be there.
+            let k = (next_rem as usize).min(NEXT_PREFIX);
+            let nb = &b[total + next_hlen..];
+            if nb.len() < k && !at_end {
+                Cand::Need
+            } else if body_plausible(next, &nb[..k.min(nb.len())], next_rem, version) {
+                Cand::Yes
+            } else {
+                Cand::No
+            }
+        }
     }
 }
 
@@ -397,7 +478,7 @@ fn scan(
     at_end: bool,
 ) -> (bool, usize) {
     for i in from..buf.len() {
-        match candidate(&buf[i..], dir, version) {
+        match candidate(&buf[i..], dir, version, at_end) {
             Cand::No => {}
             Cand::Yes => return (true, i),
             Cand::End if at_end => return (true, i),
@@ -413,6 +494,7 @@ impl MqttDecoder {
         stats.resyncs += 1;
         f.phase = Phase::Resync { counted: true };
         f.publishing = None;
+        f.proven = false;
     }
 
     /// A malformed packet starting at `buf[0]` (when buffered) or `data[start]`: count it and
@@ -428,6 +510,7 @@ impl MqttDecoder {
     fn dispatch(
         session: &mut Session,
         stats: &mut DecoderStats,
+        probation: &mut u8,
         ctx: &Ctx<'_>,
         b0: u8,
         body: &[u8],
@@ -436,6 +519,7 @@ impl MqttDecoder {
         match session.packet(ctx, b0, body, out) {
             Ok(()) => {
                 stats.frames += 1;
+                *probation = probation.saturating_sub(1);
                 true
             }
             Err(_) => false,
@@ -516,6 +600,15 @@ impl MqttDecoder {
                         Hdr::Ok { b0, rem, hlen } => (b0, rem, hlen),
                     };
                     let total = hlen + rem as usize;
+                    let proven = std::mem::take(&mut f.proven);
+                    if !proven && f.probation > 0 && total > TRUST {
+                        // Soon after a resync a long packet may be a false boundary's doing:
+                        // scan from here, so it is decoded only if proven (an oversize one
+                        // cannot be, and is passed over).
+                        f.phase = Phase::Resync { counted: true };
+                        f.head = 0;
+                        continue;
+                    }
                     let oversize = total > MAX_PACKET;
                     if oversize {
                         stats.oversize += 1;
@@ -551,6 +644,7 @@ impl MqttDecoder {
                             if !Self::dispatch(
                                 session,
                                 stats,
+                                &mut f.probation,
                                 ctx,
                                 b0,
                                 &data[start + hlen..start + total],
@@ -570,7 +664,15 @@ impl MqttDecoder {
                         return Fed::All;
                     }
                     f.phase = Phase::Frame;
-                    if Self::dispatch(session, stats, ctx, b0, &f.buf[hlen..total], out) {
+                    if Self::dispatch(
+                        session,
+                        stats,
+                        &mut f.probation,
+                        ctx,
+                        b0,
+                        &f.buf[hlen..total],
+                        out,
+                    ) {
                         wipe(&mut f.buf);
                     } else {
                         // The window for the scan starts at the packet's second byte.
@@ -626,8 +728,14 @@ impl MqttDecoder {
                         }
                         HeadNeed::Done(len) => {
                             let size = u64::from(rem) - len as u64;
-                            let parsed =
-                                session.publish_head(ctx, b0, &body[..len], size, oversize);
+                            let head = &body[..len];
+                            let topic =
+                                &head[2..2 + usize::from(u16::from_be_bytes([head[0], head[1]]))];
+                            let parsed = if f.probation > 0 && !topic_ok(topic, false, false) {
+                                Err(wire::Bad)
+                            } else {
+                                session.publish_head(ctx, b0, head, size, oversize)
+                            };
                             match parsed {
                                 Ok(p) => {
                                     f.publishing = Some(p);
@@ -671,6 +779,7 @@ impl MqttDecoder {
                             // Oversize packets are counted as such, not as frames.
                             stats.frames += 1;
                         }
+                        f.probation = f.probation.saturating_sub(1);
                         session.publish_done(ctx, p, out);
                     }
                 }
@@ -689,16 +798,19 @@ impl MqttDecoder {
                     };
                 }
                 Phase::Resync { counted } => {
-                    // Drop the proven-garbage prefix when it is large or the window is full.
-                    if f.head > 0 && (f.head * 2 >= f.buf.len() || f.buf.len() >= WINDOW) {
+                    // Drop the proven-garbage prefix when it is large or half the buffer; the
+                    // live window (after `head`) stays within WINDOW, the buffer within
+                    // WINDOW + DRAIN.
+                    if f.head > 0 && (f.head * 2 >= f.buf.len() || f.head >= DRAIN) {
                         drain_front(&mut f.buf, f.head);
                         f.head = 0;
                     }
-                    let take = WINDOW.saturating_sub(f.buf.len()).min(data.len() - pos);
+                    let live = f.buf.len() - f.head;
+                    let take = WINDOW.saturating_sub(live).min(data.len() - pos);
                     f.buf.extend_from_slice(&data[pos..pos + take]);
                     pos += take;
                     let (found, mut at) = scan(&f.buf, f.head, dir, version, false);
-                    if !found && take == 0 && at == f.head && f.buf.len() >= WINDOW {
+                    if !found && take == 0 && at == f.head && live >= WINDOW {
                         // Cannot happen (a candidate needs ≤ WINDOW bytes); guards progress.
                         at += 1;
                     }
@@ -716,6 +828,7 @@ impl MqttDecoder {
                         drain_front(&mut window, at);
                         f.head = 0;
                         f.phase = Phase::Frame;
+                        (f.proven, f.probation) = (true, PROBATION);
                         return Fed::Replay { used: pos, window };
                     }
                     if pos == data.len() {
@@ -779,6 +892,7 @@ impl MqttDecoder {
             drain_front(&mut window, at);
             f.head = 0;
             f.phase = Phase::Frame;
+            (f.proven, f.probation) = (true, PROBATION);
             self.drive(ctx, &window, out);
             wipe(&mut window);
         }

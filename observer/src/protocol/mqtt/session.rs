@@ -593,36 +593,34 @@ impl Session {
         Ok(())
     }
 
-    /// SUBACK / UNSUBACK: one Control with every code, then an Error per refused filter.
-    #[allow(clippy::too_many_arguments)]
+    /// SUBACK / UNSUBACK: one Control with every code, then an Error per refused filter (named
+    /// by the SUBSCRIBE / UNSUBSCRIBE with the same packet id, when seen).
     fn sub_result(
         &mut self,
         ctx: &Ctx<'_>,
-        name: &'static str,
-        attr: &'static str,
+        unsub: bool,
         id: u16,
         codes: &[u8],
         reason_text: Option<String>,
         out: Out<'_>,
     ) {
-        let pending = if name == "SUBACK" {
-            self.subs.remove(&id)
+        let (name, attr, pending) = if unsub {
+            ("UNSUBACK", "reasons", self.unsubs.remove(&id))
         } else {
-            self.unsubs.remove(&id)
+            ("SUBACK", "granted", self.subs.remove(&id))
         };
         let mut e = self.event(ctx, EventKind::Control, name);
         e.packet_id = Some(u32::from(id));
         e.reply_text = reason_text;
+        let err = e.clone();
         if !codes.is_empty() {
             e.attrs.push((attr, join(codes)));
         }
-        let err = e.clone();
         out(e);
         for (i, &code) in codes.iter().enumerate() {
             if code >= 0x80 {
                 let mut x = err.clone();
                 x.kind = EventKind::Error;
-                x.attrs.clear();
                 x.reply_code = Some(u16::from(code));
                 x.destination = pending.as_ref().and_then(|p| p.get(i).cloned());
                 out(x);
@@ -638,7 +636,7 @@ impl Session {
         if codes.is_empty() {
             return Err(Bad);
         }
-        self.sub_result(ctx, "SUBACK", "granted", id, codes, reason_text, out);
+        self.sub_result(ctx, false, id, codes, reason_text, out);
         Ok(())
     }
 
@@ -651,7 +649,7 @@ impl Session {
         } else {
             (None, &[][..])
         };
-        self.sub_result(ctx, "UNSUBACK", "reasons", id, codes, reason_text, out);
+        self.sub_result(ctx, true, id, codes, reason_text, out);
         Ok(())
     }
 

@@ -390,7 +390,11 @@ fn run_with(
 
 fn assert_bounded(dec: &MqttDecoder) {
     for f in &dec.framers {
-        assert!(f.buf.len() <= WINDOW, "buffered {} > {WINDOW}", f.buf.len());
+        assert!(
+            f.buf.len() <= WINDOW + DRAIN,
+            "buffered {} > {WINDOW} + {DRAIN}",
+            f.buf.len()
+        );
     }
 }
 
@@ -934,6 +938,20 @@ fn s_gap() -> Vec<Step> {
     ]
 }
 
+/// Between two gaps, a lone PUBLISH: nothing follows it to prove it, the second gap does.
+fn s_gap_flush() -> Vec<Step> {
+    vec![
+        i(&[Connect::new(4, "f").encode()]),
+        Step::Gap(IN, 10),
+        // 2: the tail of a lost packet, then a whole PUBLISH ending where the gap starts.
+        i(&[b"zzzz".to_vec(), pub3(1, "lone", 1, b"L")]),
+        Step::Gap(IN, 10),
+        // 4: a PUBLISH (proven by the header after it), then a packet cut by the end.
+        i(&[pub3(0, "next", 0, b"N"), vec![0x30, 0x7F, 0x00]]),
+        Step::End(IN),
+    ]
+}
+
 /// Joined in the middle of a delivery's payload (no CONNECT seen).
 fn s_mid_stream() -> Vec<Step> {
     let first = pub3(0, "x/y", 0, &[b'0'; 200]);
@@ -1041,6 +1059,7 @@ fn scripts() -> Vec<(&'static str, Vec<Step>)> {
         ("session_311", s_session_311()),
         ("session_5", s_session_5()),
         ("gap", s_gap()),
+        ("gap_flush", s_gap_flush()),
         ("mid_stream", s_mid_stream()),
         ("mid_stream_v5", s_mid_stream_v5()),
         ("broken", s_broken()),
@@ -1870,6 +1889,30 @@ fn gap_mid_publish_resyncs_and_decodes_what_follows() {
 }
 
 #[test]
+fn the_end_of_the_known_stream_proves_the_last_packet() {
+    let (events, stats) = check(&s_gap_flush());
+    assert_eq!(
+        events[1..],
+        [
+            // Decoded when the second gap ends the bytes it ends at; the next one when the end
+            // of the stream shows the packet after it starts plausibly, cut short.
+            pub_ev(3, IN, "f", Some("lone"), 1, Some(1), false, false, b"L"),
+            pub_ev(5, IN, "f", Some("next"), 0, None, false, false, b"N"),
+        ]
+    );
+    // "zzzz" is skipped; the partial packet at the end is dropped (not a resync).
+    assert_eq!(
+        (
+            stats.resyncs,
+            stats.skipped_bytes,
+            stats.malformed,
+            stats.buffered_bytes
+        ),
+        (2, 4, 0, 0)
+    );
+}
+
+#[test]
 fn mid_stream_join_finds_the_next_packet() {
     let (events, stats) = check(&s_mid_stream());
     assert_eq!(
@@ -2107,6 +2150,49 @@ fn random_garbage_never_panics_and_stays_bounded() {
 }
 
 #[test]
+fn gap_into_a_binary_payload_does_not_swallow_what_follows() {
+    // A gap into a large binary payload: the resync scans 4 MB of random bytes (some of which
+    // look like packets) in segment-sized pieces, then finds the real packets.
+    let mut rng = Rng(0x5EED);
+    let tail = [
+        pub3(1, "after/1", 1, b"first"),
+        pub3(0, "after/2", 0, b"second"),
+        pingreq(),
+    ]
+    .concat();
+    let conn = conn();
+    let ctx = Ctx {
+        conn: &conn,
+        dir: IN,
+        ts_ns: 1,
+    };
+    let mut dec = MqttDecoder::new();
+    let mut events = Vec::new();
+    dec.on_data(&ctx, &Connect::new(4, "bin").encode(), &mut |e| {
+        events.push(e)
+    });
+    dec.on_gap(&ctx, 1000, &mut |e| events.push(e));
+    for _ in 0..4 {
+        for chunk in rng.bytes(1 << 20).chunks(1460) {
+            dec.on_data(&ctx, chunk, &mut |e| events.push(e));
+            assert_bounded(&dec);
+        }
+    }
+    dec.on_data(&ctx, &tail, &mut |e| events.push(e));
+    let topics: Vec<_> = events
+        .iter()
+        .filter_map(|e| e.destination.as_ref()?.topic.clone())
+        .collect();
+    assert!(
+        topics.ends_with(&["after/1".into(), "after/2".into()]),
+        "{topics:?}"
+    );
+    let s = dec.stats();
+    assert_eq!(s.oversize, 0, "{s:?}");
+    assert!(s.skipped_bytes > 4_000_000, "{s:?}");
+}
+
+#[test]
 fn absurd_lengths_and_truncated_packets() {
     let conn = conn();
     let ctx = Ctx {
@@ -2284,9 +2370,9 @@ proptest! {
 
     /// Every script decodes to the same events and counters however its bytes are chunked.
     #[test]
-    fn random_chunkings_agree(which in 0usize..19, sizes in prop::collection::vec(1usize..64, 1..64)) {
+    fn random_chunkings_agree(which in 0usize..20, sizes in prop::collection::vec(1usize..64, 1..64)) {
         let all = scripts();
-        prop_assert_eq!(all.len(), 19);
+        prop_assert_eq!(all.len(), 20);
         let (name, steps) = &all[which];
         let (events, stats, _) = run(steps);
         let mut next = 0usize;
@@ -2303,6 +2389,59 @@ proptest! {
         });
         prop_assert_eq!(e2, events, "script {}", name);
         prop_assert_eq!(s2, stats, "script {}", name);
+    }
+
+    /// A gap at a random place in a realistic session: however the bytes are chunked, the same
+    /// events and counters, and the packets after the damaged one still decode.
+    #[test]
+    fn random_gaps_agree(
+        v5 in any::<bool>(),
+        at in any::<prop::sample::Index>(),
+        cut in any::<prop::sample::Index>(),
+        len in 1usize..40,
+        sizes in prop::collection::vec(1usize..64, 1..16),
+    ) {
+        let mut steps = if v5 { s_session_5() } else { s_session_311() };
+        let data: Vec<usize> = steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches!(s, Step::Data(..)))
+            .map(|(k, _)| k)
+            .collect();
+        let k = data[at.index(data.len())];
+        // The DISCONNECT step is the last data step.
+        let disconnect = *data.last().unwrap();
+        let Step::Data(dir, bytes) = steps[k].clone() else { unreachable!() };
+        let a = cut.index(bytes.len());
+        let b = (a + len).min(bytes.len());
+        steps.splice(
+            k..=k,
+            [
+                Step::Data(dir, bytes[..a].to_vec()),
+                Step::Gap(dir, (b - a) as u32),
+                Step::Data(dir, bytes[b..].to_vec()),
+            ],
+        );
+        let (events, stats, _) = run(&steps);
+        let mut next = 0usize;
+        let (e2, s2, _) = run_with(&steps, &mut |_, len| {
+            let mut cuts = Vec::new();
+            let mut total = 0;
+            while total < len {
+                let n = sizes[next % sizes.len()];
+                next += 1;
+                cuts.push(n);
+                total += n;
+            }
+            cuts
+        });
+        prop_assert_eq!(&e2, &events);
+        prop_assert_eq!(s2, stats);
+        prop_assert!(stats.resyncs >= 1);
+        // The DISCONNECT at the end is always seen (unless the gap is in it).
+        if k != disconnect {
+            prop_assert!(events.iter().any(|e| e.method == Some("DISCONNECT")), "{:?}", events);
+        }
     }
 
     /// Arbitrary bytes, in arbitrary chunks, on both directions: no panic, bounded buffers.
