@@ -169,6 +169,8 @@ pub struct Destination {
     pub topic: Option<String>,
     pub partition: Option<i32>,
     pub subject: Option<String>,
+    /// Consumer group (Kafka group id) where the operation belongs to one.
+    pub group: Option<String>,
     /// What a declare/delete/bind acts on: "exchange", "queue", "topic", …
     pub resource: Option<&'static str>,
 }
@@ -261,6 +263,8 @@ pub struct BrokerEvent {
     pub client_id: Option<String>,
     /// Where replies go (NATS reply subject, AMQP reply-to).
     pub reply_to: Option<String>,
+    /// Request → response time, on `response` events (Kafka fetch: without the long-poll wait).
+    pub latency_ns: Option<u64>,
     /// Protocol-specific extras (e.g. MQTT keepalive, NATS lang/version), rendered by name.
     pub attrs: Vec<(&'static str, String)>,
 }
@@ -306,6 +310,7 @@ impl BrokerEvent {
             dup: None,
             client_id: None,
             reply_to: None,
+            latency_ns: None,
             attrs: Vec::new(),
         }
     }

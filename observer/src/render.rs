@@ -52,6 +52,7 @@ fn destination_json(d: &Destination) -> Value {
     put(&mut m, "topic", d.topic.clone());
     put(&mut m, "partition", d.partition);
     put(&mut m, "subject", d.subject.clone());
+    put(&mut m, "group", d.group.clone());
     put(&mut m, "resource", d.resource);
     Value::Object(m)
 }
@@ -100,6 +101,7 @@ pub fn to_json(e: &BrokerEvent) -> Value {
     put(&mut m, "dup", e.dup);
     put(&mut m, "client_id", e.client_id.clone());
     put(&mut m, "reply_to", e.reply_to.clone());
+    put(&mut m, "latency_ns", e.latency_ns);
     for (k, v) in &e.attrs {
         m.entry(*k).or_insert_with(|| Value::from(v.as_str()));
     }
@@ -208,6 +210,18 @@ pub fn to_line(e: &BrokerEvent) -> String {
     }
     if let Some(o) = e.offset {
         field("offset", o.to_string());
+    }
+    if let Some(p) = e.destination.as_ref().and_then(|d| d.partition) {
+        field("partition", p.to_string());
+    }
+    if let Some(g) = e.destination.as_ref().and_then(|d| d.group.clone()) {
+        field("group", g);
+    }
+    if let Some(n) = e.record_count {
+        field("records", n.to_string());
+    }
+    if let Some(l) = e.latency_ns {
+        field("latency", format!("{:.3}ms", l as f64 / 1e6));
     }
     for (k, v) in &e.attrs {
         field(k, v.clone());
