@@ -5,6 +5,7 @@
 //! decoder per protocol) → `event` (BrokerEvent, one vocabulary) → sinks (`render` for
 //! `trace`, later metrics, spans and audit).
 pub mod capture;
+pub mod correlate;
 pub mod event;
 pub mod protocol;
 pub mod render;

@@ -1,0 +1,4 @@
+//! Correlation: state that spans events (and connections).
+//!
+//! - `lag`: Kafka consumer lag from the wire.
+pub mod lag;
