@@ -5,6 +5,7 @@ use anyhow::Context;
 use clap::Args;
 use observer::{
     capture::CaptureSession,
+    correlate::lag::LagTracker,
     event::{BrokerEvent, EventKind, System},
     protocol::{infer::Inference, pipeline::DecodePipeline},
     render,
@@ -104,7 +105,9 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::LineWriter::new(stdout.lock());
     let json = args.json;
     let mut shown = 0u64;
+    let mut lag = LagTracker::default();
     let printer = |e: &BrokerEvent| {
+        lag.observe(e);
         if !filter.keep(e) {
             return;
         }
@@ -114,11 +117,30 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
         } else {
             writeln!(out, "{}", render::to_line(e))
         };
+        // A Kafka offset commit: show where that consumer group now stands.
+        if !json && e.kind == EventKind::Ack && e.system == System::Kafka {
+            let d = e.destination.as_ref();
+            let key = d.map(|d| (d.group.clone(), d.topic.clone(), d.partition));
+            for l in lag.lag() {
+                if key
+                    == Some((
+                        Some(l.group.clone()),
+                        Some(l.topic.clone()),
+                        Some(l.partition),
+                    ))
+                {
+                    let _ = writeln!(out, "{}", lag_line(&l));
+                }
+            }
+        }
     };
     let mut pipeline = DecodePipeline::new(Inference::new(forced), printer);
     drive(&mut session, &mut pipeline, args.options.duration)?;
     let stats = pipeline.stats();
     drop(pipeline);
+    for l in lag.lag() {
+        eprintln!("{}", lag_line(&l));
+    }
     out.flush().context("writing to stdout")?;
     drop(out);
     let decoded: Vec<String> = stats
@@ -140,4 +162,11 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     );
     print_summary(&session)?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn lag_line(l: &observer::correlate::lag::Lag) -> String {
+    format!(
+        "kafka lag group={} topic={} partition={} high_watermark={} committed={} lag={}",
+        l.group, l.topic, l.partition, l.high_watermark, l.committed, l.lag
+    )
 }
