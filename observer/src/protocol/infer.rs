@@ -106,30 +106,8 @@ fn mqtt(bytes: &[u8]) -> Option<bool> {
     super::mqtt::looks_like_mqtt(bytes)
 }
 
-/// Request: i32 size, i16 api_key (0..=100), i16 api_version (0..=20), i32 correlation id,
-/// i16 client-id length (-1 or a printable id).
 fn kafka(bytes: &[u8]) -> Option<bool> {
-    if bytes.len() < 14 {
-        // Reject early what cannot be a size prefix.
-        return match bytes.first() {
-            Some(&b) if b != 0 => Some(false),
-            _ => None,
-        };
-    }
-    let size = i32::from_be_bytes(bytes[0..4].try_into().unwrap());
-    let api_key = i16::from_be_bytes(bytes[4..6].try_into().unwrap());
-    let api_version = i16::from_be_bytes(bytes[6..8].try_into().unwrap());
-    let client_id_len = i16::from_be_bytes(bytes[12..14].try_into().unwrap());
-    let plausible = (10..=100 << 20).contains(&size)
-        && (0..=100).contains(&api_key)
-        && (0..=20).contains(&api_version)
-        && (client_id_len == -1 || (0..=255).contains(&client_id_len));
-    if !plausible {
-        return Some(false);
-    }
-    let id_len = client_id_len.max(0) as usize;
-    let id = &bytes[14..bytes.len().min(14 + id_len)];
-    Some(id.iter().all(|b| b.is_ascii_graphic()))
+    super::kafka::looks_like_kafka(bytes)
 }
 
 #[cfg(test)]

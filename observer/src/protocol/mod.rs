@@ -1,7 +1,7 @@
 //! Protocol decoding: reassembled streams in, [`BrokerEvent`]s out.
 //!
 //! - `infer`: which protocol a connection speaks (first bytes, port hints, forced per port).
-//! - one module per protocol implementing [`ProtocolDecoder`]: `amqp`, `mqtt`, `nats`.
+//! - one module per protocol implementing [`ProtocolDecoder`]: `amqp`, `mqtt`, `nats`, `kafka`.
 //! - `pipeline`: the [`crate::capture::StreamSink`] that routes each connection's bytes to its
 //!   decoder and hands events to an [`EventSink`].
 //!
@@ -12,6 +12,7 @@
 //! next frame boundary it can prove, and counts it. Malformed traffic never panics.
 pub mod amqp;
 pub mod infer;
+pub mod kafka;
 pub mod mqtt;
 pub mod nats;
 pub mod pipeline;

@@ -10,6 +10,7 @@ use super::{
     Ctx, DecoderStats, EventSink, ProtocolDecoder,
     amqp::AmqpDecoder,
     infer::{Inference, SNIFF_BYTES, Verdict},
+    kafka::{KafkaDecoder, TopicIds},
     mqtt::MqttDecoder,
     nats::NatsDecoder,
 };
@@ -18,13 +19,21 @@ use crate::{
     event::{BrokerEvent, ConnRef, EventKind, System},
 };
 
+/// State decoders of one pipeline share across connections.
+#[derive(Clone, Debug, Default)]
+pub struct Shared {
+    pub kafka_topic_ids: TopicIds,
+}
+
 /// The decoder for a protocol, if brokerscope has one.
-pub fn decoder_for(system: System) -> Option<Box<dyn ProtocolDecoder>> {
+pub fn decoder_for(system: System, shared: &Shared) -> Option<Box<dyn ProtocolDecoder>> {
     match system {
         System::Amqp => Some(Box::new(AmqpDecoder::new())),
         System::Mqtt => Some(Box::new(MqttDecoder::new())),
         System::Nats => Some(Box::new(NatsDecoder::new())),
-        System::Kafka => None,
+        System::Kafka => Some(Box::new(KafkaDecoder::with_topic_ids(
+            shared.kafka_topic_ids.clone(),
+        ))),
     }
 }
 
@@ -73,6 +82,7 @@ pub struct DecodePipeline<E: EventSink> {
     inference: Inference,
     conns: HashMap<ConnId, ConnState>,
     stats: PipelineStats,
+    shared: Shared,
 }
 
 impl<E: EventSink> DecodePipeline<E> {
@@ -82,6 +92,7 @@ impl<E: EventSink> DecodePipeline<E> {
             inference,
             conns: HashMap::new(),
             stats: PipelineStats::default(),
+            shared: Shared::default(),
         }
     }
 
@@ -106,6 +117,7 @@ impl<E: EventSink> DecodePipeline<E> {
 
     fn on_data(&mut self, conn: &Connection, dir: Direction, ts_ns: u64, bytes: &[u8]) {
         let inference = &self.inference;
+        let shared = &self.shared;
         let stats = &mut self.stats;
         let sink = &mut self.sink;
         let state = conn_state(&mut self.conns, conn, ts_ns);
@@ -152,7 +164,7 @@ impl<E: EventSink> DecodePipeline<E> {
                 stats.bytes_ignored += held_bytes(held) + bytes.len() as u64;
                 state.decision = Decision::Ignored;
             }
-            Verdict::Protocol(system) => match decoder_for(system) {
+            Verdict::Protocol(system) => match decoder_for(system, shared) {
                 None => {
                     stats.connections_unsupported += 1;
                     stats.bytes_ignored += held_bytes(held) + bytes.len() as u64;
