@@ -478,6 +478,53 @@ impl Tracer {
     }
 }
 
+/// The wrong password the workloads log in with: it must never reach any output.
+pub const CANARY: &str = "canary-Secr3t-pw";
+
+/// Decodes `pid`'s traffic while `work` runs, waits until every connection seen is closed, and
+/// returns the events with what `work` returned. Asserts a clean run: every record the kernel
+/// wrote was read, none lost, nothing malformed, no resync, every event of `system` and from
+/// `pid`, and [`CANARY`] in none of them.
+pub fn trace_workload<T>(
+    pid: u32,
+    system: observer::event::System,
+    work: impl FnOnce() -> T,
+) -> (Vec<BrokerEvent>, T) {
+    let tracer = Tracer::start(
+        TargetSpec {
+            pids: vec![pid],
+            ..Default::default()
+        },
+        SessionConfig::default(),
+    );
+    let result = work();
+    let all_closed = || {
+        let opened = tracer.events.count(EventKind::ConnectionOpened);
+        opened > 0 && tracer.events.count(EventKind::ConnectionClosed) == opened
+    };
+    let closed = wait_until(Duration::from_secs(10), all_closed);
+    let (events, stats, ended) = tracer.finish();
+    assert!(
+        closed,
+        "connections still open: {:?}",
+        events.iter().map(|e| e.kind).collect::<Vec<_>>()
+    );
+    assert!(ended.caught_up, "every record the kernel wrote is read");
+    assert_eq!(ended.kernel.get(observer_common::Counter::ChunksLost), 0);
+    assert_eq!(stats.decoder.malformed, 0, "real traffic decodes cleanly");
+    assert_eq!(stats.decoder.resyncs, 0);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.system == system && e.conn.pid == Some(pid))
+    );
+    assert!(
+        !format!("{events:?}").contains(CANARY),
+        "a credential reached an event"
+    );
+    (events, result)
+}
+
 /// Polls `f` until it returns true or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

@@ -11,9 +11,7 @@ use observer::{
     capture::{Direction, TargetSpec, session::SessionConfig},
     event::{BrokerEvent, EventKind, Outcome, System},
 };
-use tests::{Cgroup, Tracer, rabbitmq::RabbitMq, require_root, wait_until};
-
-const CANARY: &str = "canary-Secr3t-pw";
+use tests::{CANARY, Cgroup, Tracer, rabbitmq::RabbitMq, require_root, wait_until};
 
 fn of(events: &[BrokerEvent], kind: EventKind) -> Vec<&BrokerEvent> {
     events.iter().filter(|e| e.kind == kind).collect()

@@ -1,15 +1,12 @@
 //! MQTT end to end: a private Mosquitto (Debian package) in its own cgroup, real paho-mqtt
 //! clients (3.1.1 and 5.0), and brokerscope decoding the broker's traffic. Exact event counts and
 //! fields against the workload's own ground truth; a rejected login; the password never shows.
-use std::time::Duration;
-
 use observer::{
-    capture::{Direction, TargetSpec, session::SessionConfig},
+    capture::Direction,
     event::{BrokerEvent, EventKind, Outcome, System},
 };
-use tests::{Cgroup, Tracer, mosquitto::Mosquitto, rabbitmq::Json, require_root, wait_until};
+use tests::{Cgroup, mosquitto::Mosquitto, rabbitmq::Json, require_root, trace_workload};
 
-const CANARY: &str = "canary-Secr3t-pw";
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 fn of(events: &[BrokerEvent], kind: EventKind) -> Vec<&BrokerEvent> {
@@ -28,40 +25,8 @@ fn on_port(events: &[BrokerEvent], port: u64) -> Vec<BrokerEvent> {
         .collect()
 }
 
-fn trace(
-    broker: &Mosquitto,
-    run: impl FnOnce() -> Vec<Json>,
-    connections: usize,
-) -> (Vec<BrokerEvent>, Vec<Json>) {
-    let tracer = Tracer::start(
-        TargetSpec {
-            pids: vec![broker.pid()],
-            ..Default::default()
-        },
-        SessionConfig::default(),
-    );
-    let truths = run();
-    assert!(
-        wait_until(Duration::from_secs(10), || tracer
-            .events
-            .count(EventKind::ConnectionClosed)
-            >= connections),
-        "connections not all closed"
-    );
-    let (events, stats, ended) = tracer.finish();
-    assert!(ended.caught_up);
-    assert_eq!(stats.decoder.malformed, 0, "real traffic decodes cleanly");
-    assert_eq!(stats.decoder.resyncs, 0);
-    assert!(
-        events
-            .iter()
-            .all(|e| e.system == System::Mqtt && e.conn.pid == Some(broker.pid()))
-    );
-    assert!(
-        !format!("{events:?}").contains(CANARY),
-        "a credential reached an event"
-    );
-    (events, truths)
+fn trace(broker: &Mosquitto, run: impl FnOnce() -> Vec<Json>) -> (Vec<BrokerEvent>, Vec<Json>) {
+    trace_workload(broker.pid(), System::Mqtt, run)
 }
 
 #[test]
@@ -69,7 +34,7 @@ fn mqtt_311_qos_levels_retained_and_subscriptions() {
     require_root();
     let cgroup = Cgroup::create("mqtt");
     let broker = Mosquitto::start(&cgroup);
-    let (events, truths) = trace(&broker, || vec![broker.workload("qos", &[]).json()], 3);
+    let (events, truths) = trace(&broker, || vec![broker.workload("qos", &[]).json()]);
     let t = &truths[0];
     let n = t["count"].u64().unwrap() as usize;
     let ports = &t["client_ports"];
@@ -189,7 +154,7 @@ fn mqtt_5_topic_alias_and_user_properties() {
     require_root();
     let cgroup = Cgroup::create("mqtt5");
     let broker = Mosquitto::start(&cgroup);
-    let (events, truths) = trace(&broker, || vec![broker.workload("v5", &[]).json()], 2);
+    let (events, truths) = trace(&broker, || vec![broker.workload("v5", &[]).json()]);
     let t = &truths[0];
     let n = t["count"].u64().unwrap() as usize;
     let publisher = on_port(&events, t["client_ports"]["publisher"].u64().unwrap());
@@ -242,17 +207,13 @@ fn mqtt_rejected_login_is_an_auth_failure() {
     require_root();
     let cgroup = Cgroup::create("mqtt-auth");
     let broker = Mosquitto::start_with_password(&cgroup, "brokerscope", "good-Pa55word");
-    let (events, truths) = trace(
-        &broker,
-        || {
-            vec![
-                broker.workload("badlogin", &[]).json(),
-                broker.workload("goodlogin", &[]).json(),
-                broker.workload("badlogin", &["--protocol", "5"]).json(),
-            ]
-        },
-        3,
-    );
+    let (events, truths) = trace(&broker, || {
+        vec![
+            broker.workload("badlogin", &[]).json(),
+            broker.workload("goodlogin", &[]).json(),
+            broker.workload("badlogin", &["--protocol", "5"]).json(),
+        ]
+    });
     assert!(truths[0]["auth_failed"].bool().unwrap());
     let auths = of(&events, EventKind::Auth);
     assert_eq!(auths.len(), 3, "{auths:?}");

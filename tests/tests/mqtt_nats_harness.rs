@@ -8,7 +8,7 @@ use std::{
 
 use observer::capture::procfs::ProcFs;
 use tests::{
-    Cgroup,
+    CANARY, Cgroup,
     mosquitto::{Mosquitto, run_script},
     nats::{NatsServer, server_info},
     rabbitmq::{Json, comm},
@@ -17,7 +17,6 @@ use tests::{
 
 const USER: &str = "brokerscope";
 const PASSWORD: &str = "good-Pa55word";
-const CANARY: &str = "canary-Secr3t-pw";
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 fn count(j: &Json, what: &str) -> u64 {

@@ -2,15 +2,12 @@
 //! own cgroup, real nats-py clients, and brokerscope decoding the server's traffic: core pub/sub,
 //! queue groups, headers, request/reply, a JetStream stream with a pull consumer that acks, naks
 //! and terms, and a rejected login. Exact counts against the workload's ground truth.
-use std::time::Duration;
-
 use observer::{
-    capture::{Direction, TargetSpec, session::SessionConfig},
+    capture::Direction,
     event::{BrokerEvent, EventKind, Outcome, System},
 };
-use tests::{Cgroup, Tracer, nats::NatsServer, rabbitmq::Json, require_root, wait_until};
+use tests::{Cgroup, nats::NatsServer, rabbitmq::Json, require_root, trace_workload};
 
-const CANARY: &str = "canary-Secr3t-pw";
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 fn of(events: &[BrokerEvent], kind: EventKind) -> Vec<&BrokerEvent> {
@@ -36,46 +33,8 @@ fn attr<'a>(e: &'a BrokerEvent, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-fn trace(
-    server: &NatsServer,
-    run: impl FnOnce() -> Vec<Json>,
-    connections: usize,
-) -> (Vec<BrokerEvent>, Vec<Json>) {
-    let tracer = Tracer::start(
-        TargetSpec {
-            pids: vec![server.pid()],
-            ..Default::default()
-        },
-        SessionConfig::default(),
-    );
-    let truths = run();
-    assert!(
-        wait_until(Duration::from_secs(10), || tracer
-            .events
-            .count(EventKind::ConnectionClosed)
-            >= connections),
-        "connections not all closed: {:?}",
-        tracer
-            .events
-            .snapshot()
-            .iter()
-            .map(|e| e.kind)
-            .collect::<Vec<_>>()
-    );
-    let (events, stats, ended) = tracer.finish();
-    assert!(ended.caught_up);
-    assert_eq!(stats.decoder.malformed, 0, "real traffic decodes cleanly");
-    assert_eq!(stats.decoder.resyncs, 0);
-    assert!(
-        events
-            .iter()
-            .all(|e| e.system == System::Nats && e.conn.pid == Some(server.pid()))
-    );
-    assert!(
-        !format!("{events:?}").contains(CANARY),
-        "a credential reached an event"
-    );
-    (events, truths)
+fn trace(server: &NatsServer, run: impl FnOnce() -> Vec<Json>) -> (Vec<BrokerEvent>, Vec<Json>) {
+    trace_workload(server.pid(), System::Nats, run)
 }
 
 #[test]
@@ -83,7 +42,7 @@ fn nats_core_pub_sub_queue_groups_headers_request_reply() {
     require_root();
     let cgroup = Cgroup::create("nats");
     let server = NatsServer::start(&cgroup);
-    let (events, truths) = trace(&server, || vec![server.workload("core", &[]).json()], 3);
+    let (events, truths) = trace(&server, || vec![server.workload("core", &[]).json()]);
     let t = &truths[0];
     let n = t["count"].u64().unwrap() as usize;
     let core = on_port(&events, t["client_ports"]["core"].u64().unwrap());
@@ -184,11 +143,7 @@ fn nats_jetstream_publish_confirm_and_pull_consumer_settlements() {
     require_root();
     let cgroup = Cgroup::create("nats-js");
     let server = NatsServer::start(&cgroup);
-    let (events, truths) = trace(
-        &server,
-        || vec![server.workload("jetstream", &[]).json()],
-        1,
-    );
+    let (events, truths) = trace(&server, || vec![server.workload("jetstream", &[]).json()]);
     let t = &truths[0];
     let n = t["count"].u64().unwrap() as usize;
 
@@ -289,7 +244,7 @@ fn nats_rejected_login_is_an_auth_failure() {
     require_root();
     let cgroup = Cgroup::create("nats-auth");
     let server = NatsServer::start_with_user(&cgroup, "brokerscope", "good-Pa55word");
-    let (events, truths) = trace(&server, || vec![server.workload("badlogin", &[]).json()], 1);
+    let (events, truths) = trace(&server, || vec![server.workload("badlogin", &[]).json()]);
     assert!(truths[0]["auth_failed"].bool().unwrap());
     let auths = of(&events, EventKind::Auth);
     assert_eq!(auths.len(), 1, "{auths:?}");
