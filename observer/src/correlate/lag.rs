@@ -3,7 +3,7 @@
 //! (OffsetCommit requests). No JMX, no admin client: both numbers travel between clients and the
 //! broker anyway. Bounded: at most `cap` partitions and `cap` group/partition pairs are kept;
 //! the rest are counted as dropped.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use crate::event::{BrokerEvent, EventKind, System};
 
@@ -97,23 +97,27 @@ impl LagTracker {
 
     /// Lag of every group/partition with both a commit and a high watermark, sorted.
     pub fn lag(&self) -> Vec<Lag> {
-        let mut out: BTreeMap<(String, String, i32), Lag> = BTreeMap::new();
-        for ((group, topic, partition), &committed) in &self.committed {
-            if let Some(&hw) = self.high_watermarks.get(&(topic.clone(), *partition)) {
-                out.insert(
-                    (group.clone(), topic.clone(), *partition),
-                    Lag {
-                        group: group.clone(),
-                        topic: topic.clone(),
-                        partition: *partition,
-                        high_watermark: hw,
-                        committed,
-                        lag: (hw - committed).max(0),
-                    },
-                );
-            }
-        }
-        out.into_values().collect()
+        let mut keys: Vec<&(String, String, i32)> = self.committed.keys().collect();
+        keys.sort();
+        keys.into_iter()
+            .filter_map(|(g, t, p)| self.lag_of(g, t, *p))
+            .collect()
+    }
+
+    /// Lag of one group on one partition, once both numbers have been seen.
+    pub fn lag_of(&self, group: &str, topic: &str, partition: i32) -> Option<Lag> {
+        let committed = *self
+            .committed
+            .get(&(group.to_owned(), topic.to_owned(), partition))?;
+        let high_watermark = *self.high_watermarks.get(&(topic.to_owned(), partition))?;
+        Some(Lag {
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            partition,
+            high_watermark,
+            committed,
+            lag: (high_watermark - committed).max(0),
+        })
     }
 }
 

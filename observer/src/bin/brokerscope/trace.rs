@@ -118,20 +118,14 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
             writeln!(out, "{}", render::to_line(e))
         };
         // A Kafka offset commit: show where that consumer group now stands.
-        if !json && e.kind == EventKind::Ack && e.system == System::Kafka {
-            let d = e.destination.as_ref();
-            let key = d.map(|d| (d.group.clone(), d.topic.clone(), d.partition));
-            for l in lag.lag() {
-                if key
-                    == Some((
-                        Some(l.group.clone()),
-                        Some(l.topic.clone()),
-                        Some(l.partition),
-                    ))
-                {
-                    let _ = writeln!(out, "{}", lag_line(&l));
-                }
-            }
+        if !json
+            && e.kind == EventKind::Ack
+            && e.system == System::Kafka
+            && let Some(d) = &e.destination
+            && let (Some(group), Some(topic), Some(partition)) = (&d.group, &d.topic, d.partition)
+            && let Some(l) = lag.lag_of(group, topic, partition)
+        {
+            let _ = writeln!(out, "{}", lag_line(&l));
         }
     };
     let mut pipeline = DecodePipeline::new(Inference::new(forced), printer);
