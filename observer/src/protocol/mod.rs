@@ -16,6 +16,8 @@ pub mod kafka;
 pub mod mqtt;
 pub mod nats;
 pub mod pipeline;
+#[cfg(test)]
+mod testkit;
 
 use crate::{
     capture::Direction,

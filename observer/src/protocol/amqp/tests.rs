@@ -3,6 +3,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::protocol::testkit::{self, Bounded, Step, i, o, ts};
 use crate::{
     capture::ConnId,
     event::{ConnRef, Destination, EventKind, Fingerprint, MessageProps, Outcome},
@@ -272,20 +273,6 @@ fn confirm_select(ch: u16) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 // Harness
 
-#[derive(Clone, Debug)]
-enum Step {
-    Data(Direction, Vec<u8>),
-    Gap(Direction, u32),
-    End(Direction),
-}
-
-fn i(parts: &[Vec<u8>]) -> Step {
-    Step::Data(IN, parts.concat())
-}
-fn o(parts: &[Vec<u8>]) -> Step {
-    Step::Data(OUT, parts.concat())
-}
-
 fn conn() -> ConnRef {
     ConnRef {
         id: ConnId(7),
@@ -295,9 +282,19 @@ fn conn() -> ConnRef {
     }
 }
 
-/// Capture time of step `k`.
-fn ts(k: usize) -> u64 {
-    1_000 * (k as u64 + 1)
+impl Bounded for AmqpDecoder {
+    fn assert_bounded(&self) {
+        let dec = self;
+        let limit = dec.session.frame_limit();
+        for f in &dec.framers {
+            assert!(
+                f.buf.len() <= limit + 8,
+                "buffered {} > limit {} + 8",
+                f.buf.len(),
+                limit
+            );
+        }
+    }
 }
 
 /// Decodes `steps`, each data step cut into pieces of the lengths `cuts(step, len)` returns.
@@ -305,88 +302,16 @@ fn run_with(
     steps: &[Step],
     cuts: &mut dyn FnMut(usize, usize) -> Vec<usize>,
 ) -> (Vec<BrokerEvent>, DecoderStats, AmqpDecoder) {
-    let conn = conn();
-    let mut dec = AmqpDecoder::new();
-    let mut events = Vec::new();
-    for (k, step) in steps.iter().enumerate() {
-        let mut push = |e: BrokerEvent| events.push(e);
-        match step {
-            Step::Data(dir, bytes) => {
-                let ctx = Ctx {
-                    conn: &conn,
-                    dir: *dir,
-                    ts_ns: ts(k),
-                };
-                let mut at = 0;
-                for n in cuts(k, bytes.len()) {
-                    let n = n.min(bytes.len() - at);
-                    dec.on_data(&ctx, &bytes[at..at + n], &mut push);
-                    at += n;
-                    assert_bounded(&dec);
-                }
-                if at < bytes.len() {
-                    dec.on_data(&ctx, &bytes[at..], &mut push);
-                    assert_bounded(&dec);
-                }
-            }
-            Step::Gap(dir, len) => dec.on_gap(
-                &Ctx {
-                    conn: &conn,
-                    dir: *dir,
-                    ts_ns: ts(k),
-                },
-                *len,
-                &mut push,
-            ),
-            Step::End(dir) => dec.on_end(
-                &Ctx {
-                    conn: &conn,
-                    dir: *dir,
-                    ts_ns: ts(k),
-                },
-                &mut push,
-            ),
-        }
-    }
-    let stats = dec.stats();
-    (events, stats, dec)
-}
-
-fn assert_bounded(dec: &AmqpDecoder) {
-    let limit = dec.session.frame_limit();
-    for f in &dec.framers {
-        assert!(
-            f.buf.len() <= limit + 8,
-            "buffered {} > limit {} + 8",
-            f.buf.len(),
-            limit
-        );
-    }
+    testkit::run_with(&conn(), AmqpDecoder::new(), steps, cuts)
 }
 
 fn run(steps: &[Step]) -> (Vec<BrokerEvent>, DecoderStats, AmqpDecoder) {
     run_with(steps, &mut |_, len| vec![len])
 }
 
-/// Decodes whole, then with every data step split in two at every byte: same events, same
-/// counters. Returns the events and counters.
+/// See [`testkit::check`].
 fn check(steps: &[Step]) -> (Vec<BrokerEvent>, DecoderStats) {
-    let (events, stats, _) = run(steps);
-    for (k, step) in steps.iter().enumerate() {
-        let Step::Data(_, bytes) = step else { continue };
-        for cut in 1..bytes.len() {
-            let (e2, s2, _) = run_with(steps, &mut |j, len| {
-                if j == k {
-                    vec![cut, len - cut]
-                } else {
-                    vec![len]
-                }
-            });
-            assert_eq!(e2, events, "step {k} split at {cut}");
-            assert_eq!(s2, stats, "step {k} split at {cut}");
-        }
-    }
-    (events, stats)
+    testkit::check(&conn(), AmqpDecoder::new, steps)
 }
 
 fn ev(k: usize, dir: Direction, kind: EventKind, method: &'static str, ch: u32) -> BrokerEvent {
@@ -1938,7 +1863,7 @@ fn random_garbage_never_panics_and_stays_bounded() {
                 let n = (rng.next() % 70_000) as usize + 1;
                 let end = (at + n).min(garbage.len());
                 dec.on_data(&ctx, &garbage[at..end], &mut out);
-                assert_bounded(&dec);
+                dec.assert_bounded();
                 at = end;
             }
         }
@@ -1984,7 +1909,7 @@ fn truncated_and_absurd_frames() {
     d.on_data(&ctx, &claim, &mut |e| events.push(e));
     for _ in 0..40 {
         d.on_data(&ctx, &[b'z'; 65536], &mut |e| events.push(e));
-        assert_bounded(&d);
+        d.assert_bounded();
     }
     assert!(d.stats().skipped_bytes >= 1 << 20);
     assert!(events.is_empty());
@@ -2197,7 +2122,7 @@ proptest! {
         for (egress, bytes) in &chunks {
             let ctx = Ctx { conn: &conn, dir: Direction::from_egress(*egress), ts_ns: 0 };
             dec.on_data(&ctx, bytes, &mut |_| {});
-            assert_bounded(&dec);
+            dec.assert_bounded();
         }
     }
 }

@@ -5,6 +5,7 @@ use std::io::Write as _;
 use proptest::prelude::*;
 
 use super::*;
+use crate::protocol::testkit::{self, Bounded, Step, i, o, ts};
 use crate::{
     capture::{ConnId, Direction},
     event::{ConnRef, Destination, EventKind, Fingerprint, MessageProps, Outcome},
@@ -744,20 +745,6 @@ fn sasl_auth_resp(v: i16, corr: i32, err: i16, server: &[u8]) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 // Harness
 
-#[derive(Clone, Debug)]
-enum Step {
-    Data(Direction, Vec<u8>),
-    Gap(Direction, u32),
-    End(Direction),
-}
-
-fn i(parts: &[Vec<u8>]) -> Step {
-    Step::Data(IN, parts.concat())
-}
-fn o(parts: &[Vec<u8>]) -> Step {
-    Step::Data(OUT, parts.concat())
-}
-
 fn conn() -> ConnRef {
     ConnRef {
         id: ConnId(9),
@@ -767,30 +754,28 @@ fn conn() -> ConnRef {
     }
 }
 
-/// Capture time of step `k`.
-fn ts(k: usize) -> u64 {
-    1_000 * (k as u64 + 1)
-}
-
 fn ctx(conn: &ConnRef, dir: Direction, ts_ns: u64) -> Ctx<'_> {
     Ctx { conn, dir, ts_ns }
 }
 
-fn assert_bounded(dec: &KafkaDecoder) {
-    for f in &dec.framers {
-        assert!(
-            f.buf.len() <= MAX_MESSAGE + 4 && f.buf.capacity() <= 2 * (MAX_MESSAGE + 4),
-            "buf {}",
-            f.buf.len()
-        );
-        if !matches!(f.phase, Phase::Body { .. }) {
-            assert!(f.buf.len() <= HUNT_WINDOW, "head {}", f.buf.len());
+impl Bounded for KafkaDecoder {
+    fn assert_bounded(&self) {
+        let dec = self;
+        for f in &dec.framers {
+            assert!(
+                f.buf.len() <= MAX_MESSAGE + 4 && f.buf.capacity() <= 2 * (MAX_MESSAGE + 4),
+                "buf {}",
+                f.buf.len()
+            );
+            if !matches!(f.phase, Phase::Body { .. }) {
+                assert!(f.buf.len() <= HUNT_WINDOW, "head {}", f.buf.len());
+            }
+            if let Some(st) = &f.stream {
+                assert!(st.buffered() <= stream::STRUCT_CAP + stream::BATCH_CAP);
+            }
         }
-        if let Some(st) = &f.stream {
-            assert!(st.buffered() <= stream::STRUCT_CAP + stream::BATCH_CAP);
-        }
+        assert!(dec.session.pending_len() <= session::MAX_PENDING);
     }
-    assert!(dec.session.pending_len() <= session::MAX_PENDING);
 }
 
 /// Decodes `steps`, each data step cut into pieces of the lengths `cuts(step, len)` returns.
@@ -798,64 +783,24 @@ fn run_with(
     steps: &[Step],
     cuts: &mut dyn FnMut(usize, usize) -> Vec<usize>,
 ) -> (Vec<BrokerEvent>, DecoderStats, KafkaDecoder) {
-    run_dec(KafkaDecoder::new(), steps, cuts)
+    testkit::run_with(&conn(), KafkaDecoder::new(), steps, cuts)
 }
 
 fn run_dec(
-    mut dec: KafkaDecoder,
+    dec: KafkaDecoder,
     steps: &[Step],
     cuts: &mut dyn FnMut(usize, usize) -> Vec<usize>,
 ) -> (Vec<BrokerEvent>, DecoderStats, KafkaDecoder) {
-    let conn = conn();
-    let mut events = Vec::new();
-    for (k, step) in steps.iter().enumerate() {
-        let mut push = |e: BrokerEvent| events.push(e);
-        match step {
-            Step::Data(dir, bytes) => {
-                let c = ctx(&conn, *dir, ts(k));
-                let mut at = 0;
-                for n in cuts(k, bytes.len()) {
-                    let n = n.min(bytes.len() - at);
-                    dec.on_data(&c, &bytes[at..at + n], &mut push);
-                    at += n;
-                    assert_bounded(&dec);
-                }
-                if at < bytes.len() {
-                    dec.on_data(&c, &bytes[at..], &mut push);
-                    assert_bounded(&dec);
-                }
-            }
-            Step::Gap(dir, len) => dec.on_gap(&ctx(&conn, *dir, ts(k)), *len, &mut push),
-            Step::End(dir) => dec.on_end(&ctx(&conn, *dir, ts(k)), &mut push),
-        }
-    }
-    let stats = dec.stats();
-    (events, stats, dec)
+    testkit::run_with(&conn(), dec, steps, cuts)
 }
 
 fn run(steps: &[Step]) -> (Vec<BrokerEvent>, DecoderStats, KafkaDecoder) {
     run_with(steps, &mut |_, len| vec![len])
 }
 
-/// Decodes whole, then with every data step split in two at every byte: same events, same
-/// counters.
+/// See [`testkit::check`].
 fn check(steps: &[Step]) -> (Vec<BrokerEvent>, DecoderStats) {
-    let (events, stats, _) = run(steps);
-    for (k, step) in steps.iter().enumerate() {
-        let Step::Data(_, bytes) = step else { continue };
-        for cut in 1..bytes.len() {
-            let (e2, s2, _) = run_with(steps, &mut |j, len| {
-                if j == k {
-                    vec![cut, len - cut]
-                } else {
-                    vec![len]
-                }
-            });
-            assert_eq!(e2, events, "step {k} split at {cut}");
-            assert_eq!(s2, stats, "step {k} split at {cut}");
-        }
-    }
-    (events, stats)
+    testkit::check(&conn(), KafkaDecoder::new, steps)
 }
 
 fn total_bytes(steps: &[Step]) -> u64 {
@@ -2237,7 +2182,7 @@ fn oversize_messages_are_skipped_after_their_header() {
     ];
     // Chunked like a socket would deliver it.
     let (events, stats, dec) = run_with(&steps, &mut |_, len| vec![65536; len / 65536 + 1]);
-    assert_bounded(&dec);
+    dec.assert_bounded();
     // The produce request and the JoinGroup response are skipped; the fetch streams.
     assert_eq!(health(&stats), (0, 0, 0, 2, 0));
     let got = lines(&events);
@@ -2427,7 +2372,7 @@ fn a_big_fetch_streams_through() {
         o(&[r, error_resp(wire::HEARTBEAT, 4, 7, 0)]),
     ];
     let (streamed, stats, dec) = run_with(&steps, &mut |_, len| vec![65536; len / 65536 + 1]);
-    assert_bounded(&dec);
+    dec.assert_bounded();
     assert_eq!(health(&stats), CLEAN);
     let (buffered, _, _) = run_dec(
         KafkaDecoder::with_response_limit(64 << 20),
@@ -2516,7 +2461,7 @@ proptest! {
         for (egress, bytes) in &chunks {
             let c = ctx(&conn, Direction::from_egress(*egress), 0);
             dec.on_data(&c, bytes, &mut |_| {});
-            assert_bounded(&dec);
+            dec.assert_bounded();
         }
     }
 

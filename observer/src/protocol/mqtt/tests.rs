@@ -4,6 +4,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::protocol::testkit::{self, Bounded, Step, i, o, ts};
 use crate::{
     capture::ConnId,
     event::{ConnRef, Destination, EventKind, Fingerprint, MessageProps, Outcome},
@@ -319,20 +320,6 @@ fn body(n: usize, seed: u8) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 // Harness
 
-#[derive(Clone, Debug)]
-enum Step {
-    Data(Direction, Vec<u8>),
-    Gap(Direction, u32),
-    End(Direction),
-}
-
-fn i(parts: &[Vec<u8>]) -> Step {
-    Step::Data(IN, parts.concat())
-}
-fn o(parts: &[Vec<u8>]) -> Step {
-    Step::Data(OUT, parts.concat())
-}
-
 fn conn() -> ConnRef {
     ConnRef {
         id: ConnId(9),
@@ -342,59 +329,24 @@ fn conn() -> ConnRef {
     }
 }
 
-/// Capture time of step `k`.
-fn ts(k: usize) -> u64 {
-    1_000 * (k as u64 + 1)
-}
-
-fn ctx_at(conn: &ConnRef, dir: Direction, k: usize) -> Ctx<'_> {
-    Ctx {
-        conn,
-        dir,
-        ts_ns: ts(k),
-    }
-}
-
 /// Decodes `steps`, each data step cut into pieces of the lengths `cuts(step, len)` returns.
 fn run_with(
     steps: &[Step],
     cuts: &mut dyn FnMut(usize, usize) -> Vec<usize>,
 ) -> (Vec<BrokerEvent>, DecoderStats, MqttDecoder) {
-    let conn = conn();
-    let mut dec = MqttDecoder::new();
-    let mut events = Vec::new();
-    for (k, step) in steps.iter().enumerate() {
-        let mut push = |e: BrokerEvent| events.push(e);
-        match step {
-            Step::Data(dir, bytes) => {
-                let ctx = ctx_at(&conn, *dir, k);
-                let mut at = 0;
-                for n in cuts(k, bytes.len()) {
-                    let n = n.min(bytes.len() - at);
-                    dec.on_data(&ctx, &bytes[at..at + n], &mut push);
-                    at += n;
-                    assert_bounded(&dec);
-                }
-                if at < bytes.len() {
-                    dec.on_data(&ctx, &bytes[at..], &mut push);
-                    assert_bounded(&dec);
-                }
-            }
-            Step::Gap(dir, len) => dec.on_gap(&ctx_at(&conn, *dir, k), *len, &mut push),
-            Step::End(dir) => dec.on_end(&ctx_at(&conn, *dir, k), &mut push),
-        }
-    }
-    let stats = dec.stats();
-    (events, stats, dec)
+    testkit::run_with(&conn(), MqttDecoder::new(), steps, cuts)
 }
 
-fn assert_bounded(dec: &MqttDecoder) {
-    for f in &dec.framers {
-        assert!(
-            f.buf.len() <= WINDOW + DRAIN,
-            "buffered {} > {WINDOW} + {DRAIN}",
-            f.buf.len()
-        );
+impl Bounded for MqttDecoder {
+    fn assert_bounded(&self) {
+        let dec = self;
+        for f in &dec.framers {
+            assert!(
+                f.buf.len() <= WINDOW + DRAIN,
+                "buffered {} > {WINDOW} + {DRAIN}",
+                f.buf.len()
+            );
+        }
     }
 }
 
@@ -402,25 +354,9 @@ fn run(steps: &[Step]) -> (Vec<BrokerEvent>, DecoderStats, MqttDecoder) {
     run_with(steps, &mut |_, len| vec![len])
 }
 
-/// Decodes whole, then with every data step split in two at every byte: same events, same
-/// counters. Returns the events and counters.
+/// See [`testkit::check`].
 fn check(steps: &[Step]) -> (Vec<BrokerEvent>, DecoderStats) {
-    let (events, stats, _) = run(steps);
-    for (k, step) in steps.iter().enumerate() {
-        let Step::Data(_, bytes) = step else { continue };
-        for cut in 1..bytes.len() {
-            let (e2, s2, _) = run_with(steps, &mut |j, len| {
-                if j == k {
-                    vec![cut, len - cut]
-                } else {
-                    vec![len]
-                }
-            });
-            assert_eq!(e2, events, "step {k} split at {cut}");
-            assert_eq!(s2, stats, "step {k} split at {cut}");
-        }
-    }
-    (events, stats)
+    testkit::check(&conn(), MqttDecoder::new, steps)
 }
 
 fn ev(k: usize, dir: Direction, kind: EventKind, method: &'static str) -> BrokerEvent {
@@ -2087,7 +2023,7 @@ fn oversize_publish_with_oversize_header_is_skipped_without_event() {
         Some("next")
     );
     assert_eq!((stats.oversize, stats.malformed), (1, 0));
-    assert_bounded(&dec);
+    dec.assert_bounded();
 }
 
 struct Rng(u64);
@@ -2134,7 +2070,7 @@ fn random_garbage_never_panics_and_stays_bounded() {
                 let n = (rng.next() % 70_000) as usize + 1;
                 let end = (at + n).min(garbage.len());
                 dec.on_data(&ctx, &garbage[at..end], &mut out);
-                assert_bounded(&dec);
+                dec.assert_bounded();
                 at = end;
             }
             dec.on_end(&ctx, &mut out);
@@ -2175,7 +2111,7 @@ fn gap_into_a_binary_payload_does_not_swallow_what_follows() {
     for _ in 0..4 {
         for chunk in rng.bytes(1 << 20).chunks(1460) {
             dec.on_data(&ctx, chunk, &mut |e| events.push(e));
-            assert_bounded(&dec);
+            dec.assert_bounded();
         }
     }
     dec.on_data(&ctx, &tail, &mut |e| events.push(e));
@@ -2258,7 +2194,7 @@ fn absurd_lengths_and_truncated_packets() {
     d.on_data(&ctx, &claim, &mut |e| events.push(e));
     for _ in 0..40 {
         d.on_data(&ctx, &[b'z'; 65536], &mut |e| events.push(e));
-        assert_bounded(&d);
+        d.assert_bounded();
     }
     assert!(d.stats().skipped_bytes >= 1 << 20);
 }
@@ -2459,7 +2395,7 @@ proptest! {
         for (egress, bytes) in &chunks {
             let ctx = Ctx { conn: &conn, dir: Direction::from_egress(*egress), ts_ns: 0 };
             dec.on_data(&ctx, bytes, &mut |_| {});
-            assert_bounded(&dec);
+            dec.assert_bounded();
             if gap && bytes.len() % 7 == 0 {
                 dec.on_gap(&ctx, 10, &mut |_| {});
             }

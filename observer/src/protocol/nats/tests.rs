@@ -3,6 +3,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::protocol::testkit::{self, Bounded, Step, i, o, ts};
 use crate::{
     capture::{ConnId, Direction},
     event::{ConnRef, Destination, EventKind, Fingerprint, MessageProps, Outcome},
@@ -119,20 +120,6 @@ fn ack1(delivered: u64, sseq: u64, cseq: u64, pending: u64) -> String {
 // ---------------------------------------------------------------------------------------------
 // Harness
 
-#[derive(Clone, Debug)]
-enum Step {
-    Data(Direction, Vec<u8>),
-    Gap(Direction, u32),
-    End(Direction),
-}
-
-fn i(parts: &[Vec<u8>]) -> Step {
-    Step::Data(IN, parts.concat())
-}
-fn o(parts: &[Vec<u8>]) -> Step {
-    Step::Data(OUT, parts.concat())
-}
-
 fn conn() -> ConnRef {
     ConnRef {
         id: ConnId(9),
@@ -140,11 +127,6 @@ fn conn() -> ConnRef {
         local: "127.0.0.1:4222".parse().unwrap(),
         peer: "127.0.0.1:50000".parse().unwrap(),
     }
-}
-
-/// Capture time of step `k`.
-fn ts(k: usize) -> u64 {
-    1_000 * (k as u64 + 1)
 }
 
 fn ctx(conn: &ConnRef, dir: Direction, ts_ns: u64) -> Ctx<'_> {
@@ -156,39 +138,17 @@ fn run_with(
     steps: &[Step],
     cuts: &mut dyn FnMut(usize, usize) -> Vec<usize>,
 ) -> (Vec<BrokerEvent>, DecoderStats, NatsDecoder) {
-    let conn = conn();
-    let mut dec = NatsDecoder::new();
-    let mut events = Vec::new();
-    for (k, step) in steps.iter().enumerate() {
-        let mut push = |e: BrokerEvent| events.push(e);
-        match step {
-            Step::Data(dir, bytes) => {
-                let c = ctx(&conn, *dir, ts(k));
-                let mut at = 0;
-                for n in cuts(k, bytes.len()) {
-                    let n = n.min(bytes.len() - at);
-                    dec.on_data(&c, &bytes[at..at + n], &mut push);
-                    at += n;
-                    assert_bounded(&dec);
-                }
-                if at < bytes.len() {
-                    dec.on_data(&c, &bytes[at..], &mut push);
-                    assert_bounded(&dec);
-                }
-            }
-            Step::Gap(dir, len) => dec.on_gap(&ctx(&conn, *dir, ts(k)), *len, &mut push),
-            Step::End(dir) => dec.on_end(&ctx(&conn, *dir, ts(k)), &mut push),
-        }
-    }
-    let stats = dec.stats();
-    (events, stats, dec)
+    testkit::run_with(&conn(), NatsDecoder::new(), steps, cuts)
 }
 
-fn assert_bounded(dec: &NatsDecoder) {
-    for f in &dec.framers {
-        assert!(f.line.len() <= MAX_JSON_LINE + 1, "line {}", f.line.len());
-        assert!(f.hdr.len() <= MAX_HEADER_BLOCK, "hdr {}", f.hdr.len());
-        assert!(f.body.len() <= MAX_CAPTURE, "body {}", f.body.len());
+impl Bounded for NatsDecoder {
+    fn assert_bounded(&self) {
+        let dec = self;
+        for f in &dec.framers {
+            assert!(f.line.len() <= MAX_JSON_LINE + 1, "line {}", f.line.len());
+            assert!(f.hdr.len() <= MAX_HEADER_BLOCK, "hdr {}", f.hdr.len());
+            assert!(f.body.len() <= MAX_CAPTURE, "body {}", f.body.len());
+        }
     }
 }
 
@@ -196,25 +156,9 @@ fn run(steps: &[Step]) -> (Vec<BrokerEvent>, DecoderStats, NatsDecoder) {
     run_with(steps, &mut |_, len| vec![len])
 }
 
-/// Decodes whole, then with every data step split in two at every byte: same events, same
-/// counters. Returns the events and counters.
+/// See [`testkit::check`].
 fn check(steps: &[Step]) -> (Vec<BrokerEvent>, DecoderStats) {
-    let (events, stats, _) = run(steps);
-    for (k, step) in steps.iter().enumerate() {
-        let Step::Data(_, bytes) = step else { continue };
-        for cut in 1..bytes.len() {
-            let (e2, s2, _) = run_with(steps, &mut |j, len| {
-                if j == k {
-                    vec![cut, len - cut]
-                } else {
-                    vec![len]
-                }
-            });
-            assert_eq!(e2, events, "step {k} split at {cut}");
-            assert_eq!(s2, stats, "step {k} split at {cut}");
-        }
-    }
-    (events, stats)
+    testkit::check(&conn(), NatsDecoder::new, steps)
 }
 
 fn total_bytes(steps: &[Step]) -> u64 {
@@ -1724,7 +1668,7 @@ fn hundred_kilobyte_control_lines_are_counted_and_never_buffered() {
             dec.on_data(&ctx(&conn, dir, 1), &sync, &mut |_| events += 1);
             for part in line.chunks(chunk) {
                 dec.on_data(&ctx(&conn, dir, 1), part, &mut |_| events += 1);
-                assert_bounded(&dec);
+                dec.assert_bounded();
                 assert!(dec.stats().buffered_bytes <= MAX_JSON_LINE + 1);
             }
             let s = dec.stats();
@@ -1919,7 +1863,7 @@ fn random_garbage_never_panics_and_stays_bounded() {
                     let n = (rng.next() % 70_000) as usize + 1;
                     let end = (at + n).min(garbage.len());
                     dec.on_data(&c, &garbage[at..end], &mut |_| {});
-                    assert_bounded(&dec);
+                    dec.assert_bounded();
                     at = end;
                 }
             }
@@ -1973,7 +1917,7 @@ proptest! {
         for (egress, bytes) in &chunks {
             let c = ctx(&conn, Direction::from_egress(*egress), 0);
             dec.on_data(&c, bytes, &mut |_| {});
-            assert_bounded(&dec);
+            dec.assert_bounded();
         }
     }
 

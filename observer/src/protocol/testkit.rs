@@ -1,0 +1,99 @@
+//! Test harness shared by the decoders' unit tests: scripted steps (data, gap, end per
+//! direction), decoding them whole or cut into pieces, and the invariant every decoder keeps —
+//! the same events and counters however its input is split.
+use super::{Ctx, DecoderStats, ProtocolDecoder};
+use crate::{
+    capture::Direction,
+    event::{BrokerEvent, ConnRef},
+};
+
+/// One scripted input.
+#[derive(Clone, Debug)]
+pub enum Step {
+    Data(Direction, Vec<u8>),
+    Gap(Direction, u32),
+    End(Direction),
+}
+
+/// Client → broker bytes.
+pub fn i(parts: &[Vec<u8>]) -> Step {
+    Step::Data(Direction::Ingress, parts.concat())
+}
+
+/// Broker → client bytes.
+pub fn o(parts: &[Vec<u8>]) -> Step {
+    Step::Data(Direction::Egress, parts.concat())
+}
+
+/// Capture time of step `k`.
+pub fn ts(k: usize) -> u64 {
+    1_000 * (k as u64 + 1)
+}
+
+/// A decoder that can say whether it holds more than its memory bound.
+pub trait Bounded {
+    fn assert_bounded(&self);
+}
+
+/// Decodes `steps` with `dec`, each data step cut into pieces of the lengths `cuts(step, len)`
+/// returns (the rest in one piece), checking the memory bound after every piece.
+pub fn run_with<D: ProtocolDecoder + Bounded>(
+    conn: &ConnRef,
+    mut dec: D,
+    steps: &[Step],
+    cuts: &mut dyn FnMut(usize, usize) -> Vec<usize>,
+) -> (Vec<BrokerEvent>, DecoderStats, D) {
+    let mut events = Vec::new();
+    for (k, step) in steps.iter().enumerate() {
+        let mut push = |e: BrokerEvent| events.push(e);
+        let ctx = |dir| Ctx {
+            conn,
+            dir,
+            ts_ns: ts(k),
+        };
+        match step {
+            Step::Data(dir, bytes) => {
+                let mut at = 0;
+                for n in cuts(k, bytes.len()) {
+                    let n = n.min(bytes.len() - at);
+                    dec.on_data(&ctx(*dir), &bytes[at..at + n], &mut push);
+                    at += n;
+                    dec.assert_bounded();
+                }
+                if at < bytes.len() {
+                    dec.on_data(&ctx(*dir), &bytes[at..], &mut push);
+                    dec.assert_bounded();
+                }
+            }
+            Step::Gap(dir, len) => dec.on_gap(&ctx(*dir), *len, &mut push),
+            Step::End(dir) => dec.on_end(&ctx(*dir), &mut push),
+        }
+    }
+    let stats = dec.stats();
+    (events, stats, dec)
+}
+
+/// Decodes whole, then with every data step split in two at every byte: same events, same
+/// counters. Returns the events and counters.
+pub fn check<D: ProtocolDecoder + Bounded>(
+    conn: &ConnRef,
+    make: impl Fn() -> D,
+    steps: &[Step],
+) -> (Vec<BrokerEvent>, DecoderStats) {
+    let (events, stats, _) = run_with(conn, make(), steps, &mut |_, len| vec![len]);
+    for (k, step) in steps.iter().enumerate() {
+        let Step::Data(_, bytes) = step else { continue };
+        for cut in 1..bytes.len() {
+            let (e2, s2, _) = run_with(conn, make(), steps, &mut |j, len| {
+                if j == k {
+                    vec![cut, len - cut]
+                } else {
+                    vec![len]
+                }
+            });
+            assert_eq!(e2, events, "step {k} split at {cut}");
+            assert_eq!(s2, stats, "step {k} split at {cut}");
+        }
+    }
+    (events, stats)
+}
