@@ -97,3 +97,43 @@ pub fn check<D: ProtocolDecoder + Bounded>(
     }
     (events, stats)
 }
+
+/// Decodes `steps`' data with a fresh decoder per session, repeated to about 100 MB, and prints
+/// MB/s and events/s (the `#[ignore]`d `throughput` tests; run them with `--release`).
+pub fn throughput<D: ProtocolDecoder>(
+    label: &str,
+    conn: &ConnRef,
+    make: impl Fn() -> D,
+    steps: &[Step],
+) {
+    let per: usize = steps
+        .iter()
+        .map(|s| if let Step::Data(_, b) = s { b.len() } else { 0 })
+        .sum();
+    let reps = 100_000_000 / per.max(1) + 1;
+    let mut events = 0usize;
+    let t0 = std::time::Instant::now();
+    for _ in 0..reps {
+        let mut dec = make();
+        for step in steps {
+            if let Step::Data(dir, bytes) = step {
+                let ctx = Ctx {
+                    conn,
+                    dir: *dir,
+                    ts_ns: 0,
+                };
+                dec.on_data(&ctx, bytes, &mut |e| {
+                    events += 1;
+                    std::hint::black_box(e);
+                });
+            }
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let mb = (per * reps) as f64 / 1e6;
+    println!(
+        "{label}: {mb:.0} MB in {secs:.3}s: {:.0} MB/s, {:.2} M events/s ({per} B/session)",
+        mb / secs,
+        events as f64 / secs / 1e6
+    );
+}

@@ -2491,30 +2491,7 @@ proptest! {
 #[test]
 #[ignore]
 fn throughput() {
-    let steps = s_session();
-    let per = total_bytes(&steps) as usize;
-    let reps = 100_000_000 / per + 1;
-    let conn = conn();
-    let mut events = 0usize;
-    let t0 = std::time::Instant::now();
-    for _ in 0..reps {
-        let mut dec = KafkaDecoder::new();
-        for step in &steps {
-            if let Step::Data(dir, bytes) = step {
-                dec.on_data(&ctx(&conn, *dir, 0), bytes, &mut |e| {
-                    events += 1;
-                    std::hint::black_box(e);
-                });
-            }
-        }
-    }
-    let secs = t0.elapsed().as_secs_f64();
-    let mb = (per * reps) as f64 / 1e6;
-    println!(
-        "{mb:.0} MB in {secs:.3}s: {:.0} MB/s, {:.2} M events/s ({per} B/session)",
-        mb / secs,
-        events as f64 / secs / 1e6
-    );
+    testkit::throughput("kafka", &conn(), KafkaDecoder::new, &s_session());
 }
 
 /// Throughput on bulk fetches (1 MiB responses of 16 KiB batches, buffered and streamed):

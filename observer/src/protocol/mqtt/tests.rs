@@ -2431,40 +2431,6 @@ proptest! {
 #[test]
 #[ignore]
 fn throughput() {
-    for (name, steps) in [("3.1.1", s_session_311()), ("5.0", s_session_5())] {
-        let per: usize = steps
-            .iter()
-            .map(|s| if let Step::Data(_, b) = s { b.len() } else { 0 })
-            .sum();
-        let reps = 100_000_000 / per + 1;
-        let conn = conn();
-        let mut events = 0usize;
-        let t0 = std::time::Instant::now();
-        for _ in 0..reps {
-            let mut dec = MqttDecoder::new();
-            for step in &steps {
-                if let Step::Data(dir, bytes) = step {
-                    dec.on_data(
-                        &Ctx {
-                            conn: &conn,
-                            dir: *dir,
-                            ts_ns: 0,
-                        },
-                        bytes,
-                        &mut |e| {
-                            events += 1;
-                            std::hint::black_box(e);
-                        },
-                    );
-                }
-            }
-        }
-        let secs = t0.elapsed().as_secs_f64();
-        let mb = (per * reps) as f64 / 1e6;
-        println!(
-            "{name}: {mb:.0} MB in {secs:.3}s: {:.0} MB/s, {:.2} M events/s ({per} B/session)",
-            mb / secs,
-            events as f64 / secs / 1e6
-        );
-    }
+    testkit::throughput("mqtt 3.1.1", &conn(), MqttDecoder::new, &s_session_311());
+    testkit::throughput("mqtt 5.0", &conn(), MqttDecoder::new, &s_session_5());
 }
