@@ -148,15 +148,16 @@ fn produce_fetch_commit_and_lag_from_the_wire() {
     }
 
     // Requests and responses pair up by connection and correlation id. A request may go
-    // unanswered only when its client hung up first: it comes after the connection's last response.
+    // unanswered only when its client hung up first: Kafka answers in request order, so it is
+    // newer (higher correlation id) than every answered request of its connection.
     let requests = of(&events, EventKind::Request);
     let responses = of(&events, EventKind::Response);
-    let corr = |e: &BrokerEvent| -> (u64, String) {
+    let corr = |e: &BrokerEvent| -> (u64, i64) {
         let id = e
             .attrs
             .iter()
             .find(|(k, _)| *k == "correlation_id")
-            .map(|(_, v)| v.clone());
+            .map(|(_, v)| v.parse().unwrap());
         (e.conn.id.0, id.expect("correlation_id"))
     };
     let asked: BTreeMap<_, _> = requests.iter().map(|e| (corr(e), *e)).collect();
@@ -167,16 +168,16 @@ fn produce_fetch_commit_and_lag_from_the_wire() {
             .unwrap_or_else(|| panic!("response without request: {resp:?}"));
         assert_eq!(req.method, resp.method);
     }
-    for (key, req) in &asked {
+    for (key @ (conn, id), req) in &asked {
         if !answered.contains_key(key) {
-            let last_response = responses
-                .iter()
-                .filter(|r| r.conn.id == req.conn.id)
-                .map(|r| r.ts_ns)
+            let newest_answered = answered
+                .keys()
+                .filter(|(c, _)| c == conn)
+                .map(|(_, i)| *i)
                 .max();
             assert!(
-                last_response.is_none_or(|t| t <= req.ts_ns),
-                "unanswered mid-connection: {req:?}"
+                newest_answered.is_none_or(|n| n < *id),
+                "unanswered before an answered one: {req:?}"
             );
         }
     }
