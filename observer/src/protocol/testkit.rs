@@ -25,6 +25,46 @@ pub fn o(parts: &[Vec<u8>]) -> Step {
     Step::Data(Direction::Egress, parts.concat())
 }
 
+/// Payload bytes in a script.
+pub fn total_bytes(steps: &[Step]) -> u64 {
+    steps
+        .iter()
+        .map(|s| if let Step::Data(_, b) = s { b.len() } else { 0 })
+        .sum::<usize>() as u64
+}
+
+/// A decoder's health counters at a glance: (malformed, resyncs, skipped_bytes, oversize,
+/// buffered_bytes).
+pub fn health(s: &DecoderStats) -> (u64, u64, u64, u64, usize) {
+    (
+        s.malformed,
+        s.resyncs,
+        s.skipped_bytes,
+        s.oversize,
+        s.buffered_bytes,
+    )
+}
+
+/// [`health`] of a decoder that saw nothing wrong and holds nothing.
+pub const CLEAN: (u64, u64, u64, u64, usize) = (0, 0, 0, 0, 0);
+
+/// Cuts for [`run_with`] that chunk every data step by cycling through `sizes` (proptests
+/// draw the sizes; the cycle continues across steps).
+pub fn cycling_cuts(sizes: &[usize]) -> impl FnMut(usize, usize) -> Vec<usize> + '_ {
+    let mut next = 0usize;
+    move |_, len| {
+        let mut cuts = Vec::new();
+        let mut total = 0;
+        while total < len {
+            let n = sizes[next % sizes.len()];
+            next += 1;
+            cuts.push(n);
+            total += n;
+        }
+        cuts
+    }
+}
+
 /// Capture time of step `k`.
 pub fn ts(k: usize) -> u64 {
     1_000 * (k as u64 + 1)

@@ -5,7 +5,7 @@ use std::io::Write as _;
 use proptest::prelude::*;
 
 use super::*;
-use crate::protocol::testkit::{self, Bounded, Step, i, o, ts};
+use crate::protocol::testkit::{self, Bounded, CLEAN, Step, health, i, o, total_bytes, ts};
 use crate::{
     capture::{ConnId, Direction},
     event::{ConnRef, Destination, EventKind, Fingerprint, MessageProps, Outcome},
@@ -802,26 +802,6 @@ fn run(steps: &[Step]) -> (Vec<BrokerEvent>, DecoderStats, KafkaDecoder) {
 fn check(steps: &[Step]) -> (Vec<BrokerEvent>, DecoderStats) {
     testkit::check(&conn(), KafkaDecoder::new, steps)
 }
-
-fn total_bytes(steps: &[Step]) -> u64 {
-    steps
-        .iter()
-        .map(|s| if let Step::Data(_, b) = s { b.len() } else { 0 })
-        .sum::<usize>() as u64
-}
-
-/// (malformed, resyncs, skipped_bytes, oversize, buffered_bytes)
-fn health(s: &DecoderStats) -> (u64, u64, u64, u64, usize) {
-    (
-        s.malformed,
-        s.resyncs,
-        s.skipped_bytes,
-        s.oversize,
-        s.buffered_bytes,
-    )
-}
-
-const CLEAN: (u64, u64, u64, u64, usize) = (0, 0, 0, 0, 0);
 
 /// One line per event with the fields these tests care about (exact, in order).
 fn line(e: &BrokerEvent) -> String {
@@ -2431,18 +2411,7 @@ proptest! {
         let all = scripts();
         let (name, steps) = &all[which];
         let (events, stats, _) = run(steps);
-        let mut next = 0usize;
-        let (e2, s2, _) = run_with(steps, &mut |_, len| {
-            let mut cuts = Vec::new();
-            let mut total = 0;
-            while total < len {
-                let n = sizes[next % sizes.len()];
-                next += 1;
-                cuts.push(n);
-                total += n;
-            }
-            cuts
-        });
+        let (e2, s2, _) = run_with(steps, &mut testkit::cycling_cuts(&sizes));
         prop_assert_eq!(e2, events, "script {}", name);
         prop_assert_eq!(s2, stats, "script {}", name);
     }

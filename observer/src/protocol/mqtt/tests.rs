@@ -2311,18 +2311,7 @@ proptest! {
         prop_assert_eq!(all.len(), 20);
         let (name, steps) = &all[which];
         let (events, stats, _) = run(steps);
-        let mut next = 0usize;
-        let (e2, s2, _) = run_with(steps, &mut |_, len| {
-            let mut cuts = Vec::new();
-            let mut total = 0;
-            while total < len {
-                let n = sizes[next % sizes.len()];
-                next += 1;
-                cuts.push(n);
-                total += n;
-            }
-            cuts
-        });
+        let (e2, s2, _) = run_with(steps, &mut testkit::cycling_cuts(&sizes));
         prop_assert_eq!(e2, events, "script {}", name);
         prop_assert_eq!(s2, stats, "script {}", name);
     }
@@ -2359,18 +2348,7 @@ proptest! {
             ],
         );
         let (events, stats, _) = run(&steps);
-        let mut next = 0usize;
-        let (e2, s2, _) = run_with(&steps, &mut |_, len| {
-            let mut cuts = Vec::new();
-            let mut total = 0;
-            while total < len {
-                let n = sizes[next % sizes.len()];
-                next += 1;
-                cuts.push(n);
-                total += n;
-            }
-            cuts
-        });
+        let (e2, s2, _) = run_with(&steps, &mut testkit::cycling_cuts(&sizes));
         prop_assert_eq!(&e2, &events);
         prop_assert_eq!(s2, stats);
         prop_assert!(stats.resyncs >= 1);
