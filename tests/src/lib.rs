@@ -478,6 +478,23 @@ impl Tracer {
     }
 }
 
+/// The W3C trace context the workloads put on their first message.
+pub const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+/// The events of one kind.
+pub fn of(events: &[BrokerEvent], kind: EventKind) -> Vec<&BrokerEvent> {
+    events.iter().filter(|e| e.kind == kind).collect()
+}
+
+/// The events of the connection whose client side uses local port `port`.
+pub fn on_port(events: &[BrokerEvent], port: u64) -> Vec<BrokerEvent> {
+    events
+        .iter()
+        .filter(|e| u64::from(e.conn.peer.port()) == port)
+        .cloned()
+        .collect()
+}
+
 /// The wrong password the workloads log in with: it must never reach any output.
 pub const CANARY: &str = "canary-Secr3t-pw";
 

@@ -11,11 +11,7 @@ use observer::{
     capture::{Direction, TargetSpec, session::SessionConfig},
     event::{BrokerEvent, EventKind, Outcome, System},
 };
-use tests::{CANARY, Cgroup, Tracer, rabbitmq::RabbitMq, require_root, wait_until};
-
-fn of(events: &[BrokerEvent], kind: EventKind) -> Vec<&BrokerEvent> {
-    events.iter().filter(|e| e.kind == kind).collect()
-}
+use tests::{CANARY, Cgroup, Tracer, of, rabbitmq::RabbitMq, require_root, wait_until};
 
 fn dest_queue(e: &BrokerEvent) -> Option<&str> {
     e.destination.as_ref()?.queue.as_deref()

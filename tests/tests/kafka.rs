@@ -9,18 +9,12 @@ use observer::{
     event::{BrokerEvent, EventKind, System},
 };
 use tests::{
-    Cgroup, kafka_sendfile_server,
+    Cgroup, TRACEPARENT, kafka_sendfile_server, of,
     rabbitmq::Json,
     require_root,
     tansu::{SENDFILE_BATCHES, SENDFILE_RECORDS_PER_BATCH, Tansu},
     trace_workload,
 };
-
-const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-
-fn of(events: &[BrokerEvent], kind: EventKind) -> Vec<&BrokerEvent> {
-    events.iter().filter(|e| e.kind == kind).collect()
-}
 
 fn tp(e: &BrokerEvent) -> (String, i32) {
     let d = e.destination.as_ref().expect("destination");

@@ -6,14 +6,12 @@ use std::{fs, time::Duration};
 
 use observer::capture::procfs::ProcFs;
 use tests::{
-    Cgroup, kafka_sendfile_server,
+    Cgroup, TRACEPARENT, kafka_sendfile_server,
     rabbitmq::{Json, comm},
     require_root,
     tansu::{LAG_TOPIC, ORDERS_TOPIC, SENDFILE_BATCHES, SENDFILE_RECORDS_PER_BATCH, Tansu},
     wait_until,
 };
-
-const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 /// `pid` listens on `port` only and is the only member of `cgroup`.
 fn assert_alone_in(cgroup: &Cgroup, pid: u32, port: u16) {

@@ -5,24 +5,13 @@ use observer::{
     capture::Direction,
     event::{BrokerEvent, EventKind, Outcome, System},
 };
-use tests::{Cgroup, mosquitto::Mosquitto, rabbitmq::Json, require_root, trace_workload};
-
-const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-
-fn of(events: &[BrokerEvent], kind: EventKind) -> Vec<&BrokerEvent> {
-    events.iter().filter(|e| e.kind == kind).collect()
-}
+use tests::{
+    Cgroup, TRACEPARENT, mosquitto::Mosquitto, of, on_port, rabbitmq::Json, require_root,
+    trace_workload,
+};
 
 fn topic(e: &BrokerEvent) -> Option<&str> {
     e.destination.as_ref()?.topic.as_deref()
-}
-
-fn on_port(events: &[BrokerEvent], port: u64) -> Vec<BrokerEvent> {
-    events
-        .iter()
-        .filter(|e| u64::from(e.conn.peer.port()) == port)
-        .cloned()
-        .collect()
 }
 
 fn trace(broker: &Mosquitto, run: impl FnOnce() -> Vec<Json>) -> (Vec<BrokerEvent>, Vec<Json>) {

@@ -8,7 +8,7 @@ use std::{
 
 use observer::capture::procfs::ProcFs;
 use tests::{
-    CANARY, Cgroup,
+    CANARY, Cgroup, TRACEPARENT,
     mosquitto::{Mosquitto, run_script},
     nats::{NatsServer, server_info},
     rabbitmq::{Json, comm},
@@ -17,8 +17,6 @@ use tests::{
 
 const USER: &str = "brokerscope";
 const PASSWORD: &str = "good-Pa55word";
-const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-
 fn count(j: &Json, what: &str) -> u64 {
     j.u64()
         .unwrap_or_else(|| panic!("{what}: not a count: {j:?}"))

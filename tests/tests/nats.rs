@@ -6,24 +6,13 @@ use observer::{
     capture::Direction,
     event::{BrokerEvent, EventKind, Outcome, System},
 };
-use tests::{Cgroup, nats::NatsServer, rabbitmq::Json, require_root, trace_workload};
-
-const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-
-fn of(events: &[BrokerEvent], kind: EventKind) -> Vec<&BrokerEvent> {
-    events.iter().filter(|e| e.kind == kind).collect()
-}
+use tests::{
+    Cgroup, TRACEPARENT, nats::NatsServer, of, on_port, rabbitmq::Json, require_root,
+    trace_workload,
+};
 
 fn subject(e: &BrokerEvent) -> Option<&str> {
     e.destination.as_ref()?.subject.as_deref()
-}
-
-fn on_port(events: &[BrokerEvent], port: u64) -> Vec<BrokerEvent> {
-    events
-        .iter()
-        .filter(|e| u64::from(e.conn.peer.port()) == port)
-        .cloned()
-        .collect()
 }
 
 fn attr<'a>(e: &'a BrokerEvent, name: &str) -> Option<&'a str> {
