@@ -7,6 +7,7 @@
 pub mod capture;
 pub mod correlate;
 pub mod event;
+pub mod metrics;
 pub mod protocol;
 pub mod render;
 pub mod stream;

@@ -1,4 +1,627 @@
-//! Correlation: state that spans events (and connections).
+//! Correlation: state that spans events (and connections), turned into latency observations.
 //!
+//! - this file: [`Correlator`] — publish → confirm, publish → deliver (time in the broker) and
+//!   deliver → ack/nack/reject (consumer processing time), per protocol;
+//! - `pending`: the bounded, TTL'd tables the correlator waits in;
 //! - `lag`: Kafka consumer lag from the wire.
+//!
+//! How each relation is matched:
+//!
+//! | relation | AMQP | MQTT | NATS | Kafka |
+//! | --- | --- | --- | --- | --- |
+//! | publish → confirm | channel + publish sequence (confirm mode) | packet id (PUBACK for QoS 1, PUBCOMP for QoS 2) | subject + body fingerprint of a publish with a reply inbox (JetStream PubAck) | topic/partition, in order per connection (acks ≠ 0) |
+//! | publish → deliver | vhost + exchange + routing key + fingerprint | topic + fingerprint | subject + fingerprint | exactly: topic/partition/offset (offsets known from the produce response) |
+//! | deliver → settle | channel + delivery tag (`multiple` honoured); no-ack consumers excluded | packet id (QoS ≥ 1) | the `$JS.ACK` reply subject's stream/consumer/sequences | committed offset of topic/partition |
+//!
+//! Fan-out: a publish stays matchable until its TTL; each delivery to a different connection
+//! gives one observation (a second delivery of the same body to the same connection matches
+//! the next identical publish, so repeated bodies do not stretch latencies). Redeliveries are
+//! not publish → deliver observations. Kafka observations count records (`count`).
+//!
+//! Bounded: every table has a cap and a TTL; evicted entries that never matched, and
+//! settlements or confirms that found nothing to match, are counted in [`CorrelatorStats`].
+//! Entries of a connection leave when it closes (its unconfirmed publishes and unacked
+//! deliveries can no longer be settled on it).
 pub mod lag;
+pub mod pending;
+
+use std::collections::HashMap;
+
+use pending::{GLOBAL, Pending, Slot};
+
+use crate::{
+    capture::ConnId,
+    event::{BrokerEvent, EventKind, System},
+};
+
+/// Which latency an [`Observation`] measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Relation {
+    PublishConfirm,
+    PublishDeliver,
+    DeliverSettle,
+}
+
+impl Relation {
+    pub const ALL: [Relation; 3] = [
+        Relation::PublishConfirm,
+        Relation::PublishDeliver,
+        Relation::DeliverSettle,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Relation::PublishConfirm => "publish_confirm",
+            Relation::PublishDeliver => "publish_deliver",
+            Relation::DeliverSettle => "deliver_settle",
+        }
+    }
+}
+
+/// How a publish or a delivery was settled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Settlement {
+    /// Confirmed by the broker / acked by the consumer.
+    Ack,
+    Nack,
+    Reject,
+}
+
+impl Settlement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Settlement::Ack => "ack",
+            Settlement::Nack => "nack",
+            Settlement::Reject => "reject",
+        }
+    }
+}
+
+/// The labels a latency is reported under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Labels {
+    pub system: System,
+    /// Display name of the destination (see [`crate::metrics::destination_name`]).
+    pub destination: Option<String>,
+    pub vhost: Option<String>,
+}
+
+/// One measured latency.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observation {
+    pub relation: Relation,
+    pub labels: Labels,
+    pub latency_ns: u64,
+    /// Messages this observation stands for (Kafka record ranges; 1 elsewhere).
+    pub count: u64,
+    /// For confirms and settlements.
+    pub settlement: Option<Settlement>,
+}
+
+/// Table sizes and time to live.
+#[derive(Clone, Debug)]
+pub struct CorrelatorConfig {
+    pub max_pending: usize,
+    pub ttl_ns: u64,
+}
+
+impl Default for CorrelatorConfig {
+    fn default() -> Self {
+        Self {
+            max_pending: 100_000,
+            ttl_ns: 60_000_000_000,
+        }
+    }
+}
+
+/// What did not match, per relation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CorrelatorStats {
+    /// Waiting entries dropped (cap or TTL) before anything matched them.
+    pub evicted: [u64; 3],
+    /// Confirms / deliveries / settlements with nothing to match.
+    pub unmatched: [u64; 3],
+}
+
+impl CorrelatorStats {
+    pub fn evicted(&self, r: Relation) -> u64 {
+        self.evicted[r as usize]
+    }
+
+    pub fn unmatched(&self, r: Relation) -> u64 {
+        self.unmatched[r as usize]
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    /// AMQP channel (+ publish sequence for confirms).
+    Channel(u32),
+    ChannelSeq(u32, u64),
+    /// MQTT packet id.
+    PacketId(u32),
+    /// Destination identity + body fingerprint.
+    Body(String, u64),
+    /// Kafka topic/partition.
+    TopicPartition(String, i32),
+    /// JetStream delivery: stream, consumer, stream sequence, consumer sequence.
+    JsDelivery(String, String, i64, u64),
+    /// NATS reply inbox.
+    Inbox(String),
+}
+
+#[derive(Debug)]
+struct Waiting {
+    labels: Labels,
+    /// Kafka offsets [first, first + count); `count` 1 elsewhere.
+    first: i64,
+    count: u64,
+    /// AMQP delivery tag.
+    tag: u64,
+    /// Publish → deliver: connections it was delivered to (bounded).
+    delivered_to: Vec<ConnId>,
+    matched: bool,
+}
+
+impl Waiting {
+    fn one(labels: Labels) -> Self {
+        Self {
+            labels,
+            first: 0,
+            count: 1,
+            tag: 0,
+            delivered_to: Vec::new(),
+            matched: false,
+        }
+    }
+}
+
+const MAX_FANOUT_TRACKED: usize = 64;
+
+/// Turns events into [`Observation`]s. Feed every event in capture order.
+pub struct Correlator {
+    confirms: Pending<Key, Waiting>,
+    published: Pending<Key, Waiting>,
+    deliveries: Pending<Key, Waiting>,
+    /// NATS inbox → the publish waiting on it (a core reply there is not a confirm).
+    inboxes: Pending<Key, Key>,
+    /// AMQP consumers that need no acks (conn, consumer tag).
+    no_ack: HashMap<(ConnId, String), ()>,
+    max_no_ack: usize,
+    stats: CorrelatorStats,
+}
+
+impl Correlator {
+    pub fn new(config: CorrelatorConfig) -> Self {
+        let table = || Pending::new(config.max_pending, config.ttl_ns);
+        Self {
+            confirms: table(),
+            published: table(),
+            deliveries: table(),
+            inboxes: Pending::new(config.max_pending, config.ttl_ns),
+            no_ack: HashMap::new(),
+            max_no_ack: config.max_pending,
+            stats: CorrelatorStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &CorrelatorStats {
+        &self.stats
+    }
+
+    /// Entries waiting, per relation.
+    pub fn pending(&self, r: Relation) -> usize {
+        match r {
+            Relation::PublishConfirm => self.confirms.len(),
+            Relation::PublishDeliver => self.published.len(),
+            Relation::DeliverSettle => self.deliveries.len(),
+        }
+    }
+
+    /// Messages delivered and not yet settled, per system.
+    pub fn in_flight(&self) -> HashMap<System, u64> {
+        let mut out = HashMap::new();
+        for w in self.deliveries.values() {
+            *out.entry(w.labels.system).or_default() += w.count;
+        }
+        out
+    }
+
+    /// Drops entries older than the TTL (call periodically with the wall clock).
+    pub fn expire(&mut self, now_ns: u64) {
+        let stats = &mut self.stats;
+        self.confirms.expire(now_ns, |_| {
+            stats.evicted[Relation::PublishConfirm as usize] += 1
+        });
+        self.published.expire(now_ns, |w| {
+            if !w.matched {
+                stats.evicted[Relation::PublishDeliver as usize] += 1
+            }
+        });
+        self.deliveries.expire(now_ns, |_| {
+            stats.evicted[Relation::DeliverSettle as usize] += 1
+        });
+        self.inboxes.expire(now_ns, |_| {});
+    }
+
+    /// Feeds one event; `out` receives the observations it completes.
+    pub fn observe(&mut self, e: &BrokerEvent, out: &mut impl FnMut(Observation)) {
+        let conn = e.conn.id;
+        match e.kind {
+            EventKind::Publish => self.on_publish(e),
+            EventKind::Confirm | EventKind::Nack if self.is_confirm(e) => {
+                let settlement = if e.kind == EventKind::Confirm {
+                    Settlement::Ack
+                } else {
+                    Settlement::Nack
+                };
+                self.on_confirm(e, settlement, out);
+            }
+            EventKind::Deliver => {
+                self.on_deliver(e, out);
+            }
+            EventKind::Ack => self.on_settle(e, Settlement::Ack, out),
+            EventKind::Nack => self.on_settle(e, Settlement::Nack, out),
+            EventKind::Reject => self.on_settle(e, Settlement::Reject, out),
+            EventKind::Subscribe if e.system == System::Amqp => {
+                if let Some(tag) = &e.consumer_tag
+                    && e.attrs.iter().any(|(k, v)| *k == "no_ack" && v == "true")
+                    && self.no_ack.len() < self.max_no_ack
+                {
+                    self.no_ack.insert((conn, tag.clone()), ());
+                }
+            }
+            EventKind::Unsubscribe if e.system == System::Amqp => {
+                if let Some(tag) = &e.consumer_tag {
+                    self.no_ack.remove(&(conn, tag.clone()));
+                }
+            }
+            EventKind::ChannelClosed => {
+                if let Some(ch) = e.channel {
+                    // Unacked deliveries go back to the queue; unconfirmed publishes are lost.
+                    self.deliveries.remove_key(conn.0, &Key::Channel(ch), |_| {});
+                }
+            }
+            EventKind::ConnectionClosed => {
+                self.confirms.remove_scope(conn.0, |_| {});
+                self.deliveries.remove_scope(conn.0, |_| {});
+                self.inboxes.remove_scope(conn.0, |_| {});
+                self.no_ack.retain(|(c, _), _| *c != conn);
+            }
+            _ => {}
+        }
+    }
+
+    /// Broker → publisher settlements (a consumer's nack is not one).
+    fn is_confirm(&self, e: &BrokerEvent) -> bool {
+        e.kind == EventKind::Confirm || e.direction == crate::capture::Direction::Egress
+    }
+
+    fn on_publish(&mut self, e: &BrokerEvent) {
+        let conn = e.conn.id.0;
+        let labels = labels(e);
+        let stats = &mut self.stats;
+        // Publish → confirm: only publishes the broker will confirm.
+        let confirm_key = match e.system {
+            System::Amqp => e
+                .publish_seq
+                .map(|s| Key::ChannelSeq(e.channel.unwrap_or(0), s)),
+            System::Mqtt => e
+                .packet_id
+                .filter(|_| e.qos.unwrap_or(0) > 0)
+                .map(Key::PacketId),
+            System::Nats => e
+                .reply_to
+                .as_ref()
+                .and_then(|_| Some(Key::Body(dest_key(e)?, e.fingerprint?))),
+            System::Kafka => {
+                let acks0 = e.attrs.iter().any(|(k, v)| *k == "acks" && v == "0");
+                (!acks0)
+                    .then(|| topic_partition(e))
+                    .flatten()
+                    .map(|(t, p)| Key::TopicPartition(t, p))
+            }
+        };
+        if let Some(key) = confirm_key {
+            if let (System::Nats, Some(inbox)) = (e.system, &e.reply_to) {
+                self.inboxes
+                    .insert(conn, Key::Inbox(inbox.clone()), e.ts_ns, key.clone(), |_| {});
+            }
+            let mut w = Waiting::one(labels.clone());
+            w.count = u64::from(e.record_count.unwrap_or(1));
+            self.confirms.insert(conn, key, e.ts_ns, w, |_| {
+                stats.evicted[Relation::PublishConfirm as usize] += 1
+            });
+        }
+        // Publish → deliver (Kafka: once the confirm tells the offsets).
+        if e.system != System::Kafka
+            && let (Some(dest), Some(fp)) = (dest_key(e), e.fingerprint)
+        {
+            self.published.insert(
+                GLOBAL,
+                Key::Body(dest, fp),
+                e.ts_ns,
+                Waiting::one(labels),
+                |w| {
+                    if !w.matched {
+                        stats.evicted[Relation::PublishDeliver as usize] += 1
+                    }
+                },
+            );
+        }
+    }
+
+    fn on_confirm(
+        &mut self,
+        e: &BrokerEvent,
+        settlement: Settlement,
+        out: &mut impl FnMut(Observation),
+    ) {
+        let conn = e.conn.id.0;
+        let key = match e.system {
+            System::Amqp => e
+                .publish_seq
+                .or(e.delivery_tag)
+                .map(|s| Key::ChannelSeq(e.channel.unwrap_or(0), s)),
+            System::Mqtt => e.packet_id.map(Key::PacketId),
+            System::Nats => dest_key(e).zip(e.fingerprint).map(|(d, f)| Key::Body(d, f)),
+            System::Kafka => topic_partition(e).map(|(t, p)| Key::TopicPartition(t, p)),
+        };
+        let Some(slot) = key.and_then(|k| self.confirms.take_front(conn, &k)) else {
+            self.stats.unmatched[Relation::PublishConfirm as usize] += 1;
+            return;
+        };
+        out(Observation {
+            relation: Relation::PublishConfirm,
+            labels: slot.value.labels.clone(),
+            latency_ns: e.ts_ns.saturating_sub(slot.ts_ns),
+            count: slot.value.count,
+            settlement: Some(settlement),
+        });
+        // Kafka: the confirm names the offsets the records got.
+        if e.system == System::Kafka
+            && settlement == Settlement::Ack
+            && let (Some(base), Some((t, p))) = (e.offset, topic_partition(e))
+        {
+            let mut w = Waiting::one(slot.value.labels);
+            w.first = base;
+            w.count = slot.value.count;
+            let stats = &mut self.stats;
+            self.published
+                .insert(GLOBAL, Key::TopicPartition(t, p), slot.ts_ns, w, |w| {
+                    if !w.matched {
+                        stats.evicted[Relation::PublishDeliver as usize] += 1
+                    }
+                });
+        }
+    }
+
+    fn on_deliver(&mut self, e: &BrokerEvent, out: &mut impl FnMut(Observation)) {
+        let conn = e.conn.id;
+        let labels = labels(e);
+        // A NATS core reply on an inbox: the request it answers needs no confirm.
+        if e.system == System::Nats
+            && let Some(subject) = e.destination.as_ref().and_then(|d| d.subject.clone())
+            && let Some(slot) = self.inboxes.take_front(conn.0, &Key::Inbox(subject))
+        {
+            self.confirms.take_front(conn.0, &slot.value);
+            return;
+        }
+        let count = u64::from(e.record_count.unwrap_or(1));
+        // Publish → deliver.
+        if e.redelivered != Some(true) {
+            let matched = match e.system {
+                System::Kafka => self.kafka_published(e, count, out),
+                _ => self.body_published(e, out),
+            };
+            if !matched {
+                self.stats.unmatched[Relation::PublishDeliver as usize] += 1;
+            }
+        }
+        // Deliver → settle: only deliveries the consumer must settle.
+        let settle_key = match e.system {
+            System::Amqp => {
+                let auto = e
+                    .consumer_tag
+                    .as_ref()
+                    .is_some_and(|t| self.no_ack.contains_key(&(conn, t.clone())));
+                (!auto && e.delivery_tag.is_some())
+                    .then(|| (conn.0, Key::Channel(e.channel.unwrap_or(0))))
+            }
+            System::Mqtt => e
+                .packet_id
+                .filter(|_| e.qos.unwrap_or(0) > 0)
+                .map(|id| (conn.0, Key::PacketId(id))),
+            System::Nats => js_delivery(e).map(|k| (GLOBAL, k)),
+            System::Kafka => topic_partition(e).map(|(t, p)| (GLOBAL, Key::TopicPartition(t, p))),
+        };
+        if let Some((scope, key)) = settle_key {
+            let mut w = Waiting::one(labels);
+            w.tag = e.delivery_tag.unwrap_or(0);
+            w.first = e.offset.unwrap_or(0);
+            w.count = count;
+            let stats = &mut self.stats;
+            self.deliveries.insert(scope, key, e.ts_ns, w, |_| {
+                stats.evicted[Relation::DeliverSettle as usize] += 1
+            });
+        }
+    }
+
+    fn body_published(&mut self, e: &BrokerEvent, out: &mut impl FnMut(Observation)) -> bool {
+        let (Some(dest), Some(fp)) = (dest_key(e), e.fingerprint) else {
+            return false;
+        };
+        let conn = e.conn.id;
+        let Some(slot) = self
+            .published
+            .iter_mut(GLOBAL, &Key::Body(dest, fp))
+            .find(|s| !s.value.delivered_to.contains(&conn))
+        else {
+            return false;
+        };
+        slot.value.matched = true;
+        if slot.value.delivered_to.len() < MAX_FANOUT_TRACKED {
+            slot.value.delivered_to.push(conn);
+        }
+        out(Observation {
+            relation: Relation::PublishDeliver,
+            labels: labels(e),
+            latency_ns: e.ts_ns.saturating_sub(slot.ts_ns),
+            count: 1,
+            settlement: None,
+        });
+        true
+    }
+
+    /// Kafka: every delivered record whose produce was seen, exactly by offset.
+    fn kafka_published(
+        &mut self,
+        e: &BrokerEvent,
+        count: u64,
+        out: &mut impl FnMut(Observation),
+    ) -> bool {
+        let (Some((t, p)), Some(first)) = (topic_partition(e), e.offset) else {
+            return false;
+        };
+        let end = first.saturating_add(count as i64);
+        let labels = labels(e);
+        let mut any = false;
+        for slot in self.published.iter_mut(GLOBAL, &Key::TopicPartition(t, p)) {
+            let w = &mut slot.value;
+            let (lo, hi) = (w.first.max(first), (w.first + w.count as i64).min(end));
+            if lo < hi {
+                w.matched = true;
+                any = true;
+                out(Observation {
+                    relation: Relation::PublishDeliver,
+                    labels: labels.clone(),
+                    latency_ns: e.ts_ns.saturating_sub(slot.ts_ns),
+                    count: (hi - lo) as u64,
+                    settlement: None,
+                });
+            }
+        }
+        any
+    }
+
+    fn on_settle(&mut self, e: &BrokerEvent, s: Settlement, out: &mut impl FnMut(Observation)) {
+        let conn = e.conn.id.0;
+        let mut settled: Vec<Slot<Waiting>> = Vec::new();
+        match e.system {
+            System::Amqp => {
+                let key = Key::Channel(e.channel.unwrap_or(0));
+                let tag = e.delivery_tag.unwrap_or(0);
+                if e.multiple == Some(true) {
+                    let upto = if tag == 0 { u64::MAX } else { tag };
+                    self.deliveries
+                        .take_while(conn, &key, |w| w.tag <= upto, |s| settled.push(s));
+                } else {
+                    settled.extend(self.deliveries.take_where(conn, &key, |w| w.tag == tag));
+                }
+            }
+            System::Mqtt => {
+                if let Some(id) = e.packet_id {
+                    settled.extend(self.deliveries.take_front(conn, &Key::PacketId(id)));
+                }
+            }
+            System::Nats => {
+                if let Some(k) = js_delivery(e) {
+                    settled.extend(self.deliveries.take_front(GLOBAL, &k));
+                }
+            }
+            System::Kafka => {
+                // A commit of offset X settles every delivered record before X.
+                if let (Some((t, p)), Some(x)) = (topic_partition(e), e.offset) {
+                    let key = Key::TopicPartition(t, p);
+                    self.deliveries.take_while(
+                        GLOBAL,
+                        &key,
+                        |w| w.first + w.count as i64 <= x,
+                        |s| settled.push(s),
+                    );
+                    // A range the commit cuts: settle its head, keep the rest waiting.
+                    if let Some(slot) = self
+                        .deliveries
+                        .iter_mut(GLOBAL, &key)
+                        .next()
+                        .filter(|s| s.value.first < x)
+                    {
+                        let head = (x - slot.value.first) as u64;
+                        out(Observation {
+                            relation: Relation::DeliverSettle,
+                            labels: slot.value.labels.clone(),
+                            latency_ns: e.ts_ns.saturating_sub(slot.ts_ns),
+                            count: head,
+                            settlement: Some(s),
+                        });
+                        slot.value.first = x;
+                        slot.value.count -= head;
+                        return;
+                    }
+                }
+            }
+        }
+        if settled.is_empty() {
+            self.stats.unmatched[Relation::DeliverSettle as usize] += 1;
+        }
+        for slot in settled {
+            out(Observation {
+                relation: Relation::DeliverSettle,
+                labels: slot.value.labels,
+                latency_ns: e.ts_ns.saturating_sub(slot.ts_ns),
+                count: slot.value.count,
+                settlement: Some(s),
+            });
+        }
+    }
+}
+
+/// Labels of an event: system, display destination, vhost.
+fn labels(e: &BrokerEvent) -> Labels {
+    Labels {
+        system: e.system,
+        destination: e.destination.as_ref().and_then(crate::metrics::destination_name),
+        vhost: e.destination.as_ref().and_then(|d| d.vhost.clone()),
+    }
+}
+
+/// The destination identity publishes and deliveries share (not the display name: an AMQP
+/// delivery's queue is not in its publish).
+fn dest_key(e: &BrokerEvent) -> Option<String> {
+    let d = e.destination.as_ref()?;
+    match e.system {
+        System::Amqp => {
+            let x = d.exchange.as_deref()?;
+            let rk = d.routing_key.as_deref().unwrap_or("");
+            let vhost = d.vhost.as_deref().unwrap_or("");
+            Some(format!("{vhost}\u{0}{x}\u{0}{rk}"))
+        }
+        System::Mqtt => d.topic.clone(),
+        System::Nats => d.subject.clone(),
+        System::Kafka => None,
+    }
+}
+
+fn topic_partition(e: &BrokerEvent) -> Option<(String, i32)> {
+    let d = e.destination.as_ref()?;
+    Some((d.topic.clone()?, d.partition?))
+}
+
+/// A JetStream delivery or ack: stream, consumer and both sequences.
+fn js_delivery(e: &BrokerEvent) -> Option<Key> {
+    let attr = |name: &str| {
+        e.attrs
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.clone())
+    };
+    Some(Key::JsDelivery(
+        attr("stream")?,
+        attr("consumer")?,
+        e.offset?,
+        e.delivery_tag?,
+    ))
+}
+
+#[cfg(test)]
+mod tests;

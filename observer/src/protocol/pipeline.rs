@@ -50,6 +50,8 @@ pub struct PipelineStats {
     pub events: u64,
     /// Decoder counters, summed over all connections (closed and open).
     pub decoder: DecoderStats,
+    /// The same, per protocol.
+    pub decoder_by_system: BTreeMap<System, DecoderStats>,
 }
 
 enum Held {
@@ -108,8 +110,10 @@ impl<E: EventSink> DecodePipeline<E> {
     pub fn stats(&self) -> PipelineStats {
         let mut stats = self.stats.clone();
         for state in self.conns.values() {
-            if let Decision::Decoding { decoder, .. } = &state.decision {
-                stats.decoder.add(&decoder.stats());
+            if let Decision::Decoding { decoder, system } = &state.decision {
+                let d = decoder.stats();
+                stats.decoder.add(&d);
+                stats.decoder_by_system.entry(*system).or_default().add(&d);
             }
         }
         stats
@@ -270,6 +274,11 @@ impl<E: EventSink> DecodePipeline<E> {
                     ..decoder.stats()
                 };
                 self.stats.decoder.add(&totals);
+                self.stats
+                    .decoder_by_system
+                    .entry(system)
+                    .or_default()
+                    .add(&totals);
                 let closed = BrokerEvent::new(
                     ts_ns,
                     system,

@@ -619,7 +619,12 @@ impl Session {
                 r.u16()?; // ticket
                 let queue = s(r.shortstr()?);
                 let tag = s(r.shortstr()?);
-                let no_wait = r.u8()? & 0b1000 != 0;
+                let bits = r.u8()?;
+                let no_wait = bits & 0b1000 != 0;
+                if bits & 0b10 != 0 {
+                    // Deliveries to this consumer need no ack (correlation must not wait).
+                    e.attrs.push(("no_ack", "true".into()));
+                }
                 if no_wait {
                     // No consume-ok follows: the client's tag is final.
                     self.remember_consumer(ch, tag.clone(), queue.clone());

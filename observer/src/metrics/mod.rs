@@ -1,0 +1,595 @@
+//! Prometheus metrics (OpenMetrics text) from events, correlations and agent health.
+//!
+//! - this file: [`Metrics`] (the registry and every family; shared with the HTTP thread) and
+//!   [`Recorder`] (the decode thread's side: labels, per-connection gauges, Kafka lag, and the
+//!   deltas of health counters that are read as totals);
+//! - `labels`: destination templating and the cardinality cap.
+//!
+//! Names: prefix `brokerscope_`, base units (seconds, bytes), counters end in `_total`.
+//! Labels: `system` everywhere it applies; `destination` (templated, capped) on message
+//! families; `vhost` only for AMQP; `consumer_group` and `partition` only on Kafka lag.
+pub mod labels;
+
+use std::{
+    collections::HashMap,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::{Registry, Unit},
+};
+
+use crate::{
+    capture::{ConnId, KernelCounters, session::SessionStats},
+    correlate::{Observation, Relation, lag::LagTracker},
+    event::{BrokerEvent, Destination, EventKind, Outcome, System},
+    protocol::{DecoderStats, pipeline::PipelineStats},
+};
+use labels::Labeler;
+
+type L = Vec<(&'static str, String)>;
+type Counters = Family<L, Counter>;
+type FloatCounters = Family<L, Counter<f64, AtomicU64>>;
+type Gauges = Family<L, Gauge>;
+type Histograms = Family<L, Histogram, fn() -> Histogram>;
+
+/// Latency buckets (seconds): 50 µs to 10 s, denser where brokers usually answer (sub-ms).
+pub const LATENCY_BUCKETS: [f64; 30] = [
+    0.00005, 0.000075, 0.0001, 0.00015, 0.0002, 0.0003, 0.0004, 0.0005, 0.00075, 0.001, 0.0015,
+    0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5,
+    2.5, 5.0, 7.5, 10.0,
+];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// The label name of a destination: the topic or subject, an AMQP queue when the event names
+/// one (deliveries, declares), otherwise exchange/routing key.
+pub fn destination_name(d: &Destination) -> Option<String> {
+    if let Some(t) = &d.topic {
+        return Some(t.clone());
+    }
+    if let Some(s) = &d.subject {
+        return Some(s.clone());
+    }
+    if let Some(q) = &d.queue {
+        return Some(q.clone());
+    }
+    d.name()
+}
+
+/// Every family. Cheap to share: the HTTP thread encodes while the decode thread updates.
+pub struct Metrics {
+    registry: Registry,
+    pub published: Counters,
+    pub delivered: Counters,
+    pub confirmed: Counters,
+    pub publish_failed: Counters,
+    pub acked: Counters,
+    pub nacked: Counters,
+    pub rejected: Counters,
+    pub redelivered: Counters,
+    pub returned: Counters,
+    pub published_bytes: Counters,
+    pub delivered_bytes: Counters,
+    pub publish_confirm: Histograms,
+    pub publish_deliver: Histograms,
+    pub deliver_settle: Histograms,
+    pub kafka_request: Histograms,
+    pub connections_active: Gauges,
+    pub connections_opened: Counters,
+    pub connections_closed: Counters,
+    pub channels_active: Gauges,
+    pub consumers_active: Gauges,
+    pub subscriptions_active: Gauges,
+    pub in_flight: Gauges,
+    pub auth: Counters,
+    pub auth_failures: Counters,
+    pub protocol_errors: Counters,
+    pub kafka_lag: Gauges,
+    pub queue_messages: Gauges,
+    pub queue_consumers: Gauges,
+    pub events: Counters,
+    // Agent health.
+    pub kernel: Counters,
+    pub gap_bytes: Counters,
+    pub parse_errors: Counters,
+    pub resyncs: Counters,
+    pub oversize: Counters,
+    pub skipped_bytes: Counters,
+    pub connections_undecoded: Counters,
+    pub correlations_evicted: Counters,
+    pub correlations_unmatched: Counters,
+    pub correlations_pending: Gauges,
+    pub decode_seconds: FloatCounters,
+    pub destinations: Gauges,
+    pub destinations_overflow: Counters,
+    pub targets: Gauges,
+    pub build_info: Gauges,
+    pub scrapes: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix("brokerscope");
+        fn c(r: &mut Registry, name: &str, help: &str) -> Counters {
+            let f = Counters::default();
+            r.register(name, help, f.clone());
+            f
+        }
+        fn b(r: &mut Registry, name: &str, help: &str) -> Counters {
+            let f = Counters::default();
+            r.register_with_unit(name, help, Unit::Bytes, f.clone());
+            f
+        }
+        fn g(r: &mut Registry, name: &str, help: &str) -> Gauges {
+            let f = Gauges::default();
+            r.register(name, help, f.clone());
+            f
+        }
+        fn h(r: &mut Registry, name: &str, help: &str) -> Histograms {
+            let f = Histograms::new_with_constructor(latency_histogram as fn() -> Histogram);
+            r.register_with_unit(name, help, Unit::Seconds, f.clone());
+            f
+        }
+        let m = Self {
+            published: c(&mut r, "messages_published", "Messages published by clients to the broker (Kafka: records)."),
+            delivered: c(&mut r, "messages_delivered", "Messages the broker delivered to consumers (Kafka: fetched records)."),
+            confirmed: c(&mut r, "messages_confirmed", "Publishes the broker confirmed (publisher confirms, PUBACK/PUBCOMP, PubAck, produce response)."),
+            publish_failed: c(&mut r, "messages_publish_failed", "Publishes the broker refused (basic.nack, MQTT failure reason codes, failed PubAck, produce errors)."),
+            acked: c(&mut r, "messages_acked", "Deliveries consumers acknowledged (Kafka: records covered by an offset commit)."),
+            nacked: c(&mut r, "messages_nacked", "Deliveries consumers negatively acknowledged."),
+            rejected: c(&mut r, "messages_rejected", "Deliveries consumers rejected (AMQP basic.reject, JetStream +TERM)."),
+            redelivered: c(&mut r, "messages_redelivered", "Deliveries flagged as redeliveries."),
+            returned: c(&mut r, "messages_returned", "Unroutable messages the broker returned to their publisher (AMQP basic.return)."),
+            published_bytes: b(&mut r, "published", "Message body bytes published."),
+            delivered_bytes: b(&mut r, "delivered", "Message body bytes delivered."),
+            publish_confirm: h(&mut r, "publish_confirm_latency", "Publish to broker confirmation."),
+            publish_deliver: h(&mut r, "publish_deliver_latency", "Publish to delivery to a consumer: time the message spent in the broker (one observation per delivery)."),
+            deliver_settle: h(&mut r, "deliver_settle_latency", "Delivery to the consumer's ack/nack/reject: consumer processing time."),
+            kafka_request: h(&mut r, "kafka_request_duration", "Kafka request to response, per API (fetch long-poll waits excluded)."),
+            connections_active: g(&mut r, "connections_active", "Client connections open now."),
+            connections_opened: c(&mut r, "connections_opened", "Client connections opened."),
+            connections_closed: c(&mut r, "connections_closed", "Client connections closed."),
+            channels_active: g(&mut r, "channels_active", "AMQP channels open now."),
+            consumers_active: g(&mut r, "consumers_active", "Consumers active now (AMQP basic.consume; Kafka group members)."),
+            subscriptions_active: g(&mut r, "subscriptions_active", "Subscriptions active now (MQTT topic filters, NATS subscriptions)."),
+            in_flight: g(&mut r, "messages_in_flight", "Messages delivered and not yet settled by the consumer."),
+            auth: c(&mut r, "auth", "Authentication attempts by outcome."),
+            auth_failures: c(&mut r, "auth_failures", "Failed authentications."),
+            protocol_errors: c(&mut r, "protocol_errors", "Protocol error replies by code (AMQP reply codes, MQTT reason codes, NATS -ERR, Kafka error codes)."),
+            kafka_lag: g(&mut r, "kafka_consumer_lag", "Kafka consumer lag from the wire: newest high watermark minus the group's committed offset."),
+            queue_messages: g(&mut r, "queue_messages", "Queue depth where the wire reveals it (AMQP declare-ok, get-ok)."),
+            queue_consumers: g(&mut r, "queue_consumers", "Consumers of a queue where the wire reveals it (AMQP declare-ok)."),
+            events: c(&mut r, "events", "Decoded events by kind."),
+            kernel: c(&mut r, "kernel_events", "Kernel capture counters by name (chunks_lost, bytes_lost, bytes_truncated, ...)."),
+            gap_bytes: c(&mut r, "stream_gap_bytes", "Stream bytes never seen, by reason (lost: ring full; truncated: over the capture cap; unknown)."),
+            parse_errors: c(&mut r, "parse_errors", "Malformed frames, counted and skipped."),
+            resyncs: c(&mut r, "resyncs", "Times a decoder lost and regained frame sync."),
+            oversize: c(&mut r, "oversize_frames", "Frames over the size limit, skipped."),
+            skipped_bytes: c(&mut r, "skipped_bytes", "Bytes passed over while resynchronising."),
+            connections_undecoded: c(&mut r, "connections_undecoded", "Connections not decoded, by reason (unknown protocol, unsupported)."),
+            correlations_evicted: c(&mut r, "correlations_evicted", "Waiting publishes/deliveries dropped (cap or TTL) before they matched."),
+            correlations_unmatched: c(&mut r, "correlations_unmatched", "Confirms, deliveries or settlements that found nothing to match."),
+            correlations_pending: g(&mut r, "correlations_pending", "Entries waiting for their match."),
+            decode_seconds: {
+                let f = FloatCounters::default();
+                r.register_with_unit("decode", "Time spent decoding and correlating.", Unit::Seconds, f.clone());
+                f
+            },
+            destinations: g(&mut r, "destinations", "Distinct destination label values in use (the cap is --max-destinations)."),
+            destinations_overflow: c(&mut r, "destinations_overflow", "Events whose destination went to the __overflow__ series because the cap was reached."),
+            targets: g(&mut r, "targets", "Broker processes observed now."),
+            build_info: g(&mut r, "build_info", "Build information (always 1)."),
+            scrapes: AtomicU64::new(0),
+            registry: r,
+        };
+        m.build_info
+            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_owned())])
+            .set(1);
+        m
+    }
+
+    /// The OpenMetrics text of every family.
+    pub fn encode(&self) -> String {
+        self.scrapes.fetch_add(1, Ordering::Relaxed);
+        let mut out = String::with_capacity(64 << 10);
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+fn sys(s: System) -> L {
+    vec![("system", s.as_str().to_owned())]
+}
+
+/// Per-connection state behind the active gauges, so a closed connection takes its channels,
+/// consumers and subscriptions with it.
+#[derive(Default)]
+struct ConnGauges {
+    system: Option<System>,
+    channels: u64,
+    consumers: HashMap<u32, u64>,
+    subscriptions: u64,
+    kafka_member: bool,
+}
+
+/// The decode thread's side of the metrics.
+pub struct Recorder {
+    pub metrics: std::sync::Arc<Metrics>,
+    labeler: Labeler,
+    conns: HashMap<ConnId, ConnGauges>,
+    lag: LagTracker,
+    last_kernel: [u64; observer_common::Counter::COUNT as usize],
+    last_session: SessionStats,
+    last_decoders: HashMap<System, DecoderStats>,
+    last_pipeline: PipelineStats,
+    last_correlator: crate::correlate::CorrelatorStats,
+    last_overflow: u64,
+}
+
+impl Recorder {
+    pub fn new(metrics: std::sync::Arc<Metrics>, labeler: Labeler) -> Self {
+        Self {
+            metrics,
+            labeler,
+            conns: HashMap::new(),
+            lag: LagTracker::default(),
+            last_kernel: [0; observer_common::Counter::COUNT as usize],
+            last_session: SessionStats::default(),
+            last_decoders: HashMap::new(),
+            last_pipeline: PipelineStats::default(),
+            last_correlator: Default::default(),
+            last_overflow: 0,
+        }
+    }
+
+    /// Labels for a message family: system, destination, and vhost for AMQP.
+    fn dest_labels(&mut self, system: System, dest: Option<&str>, vhost: Option<&str>) -> L {
+        let mut l = sys(system);
+        l.push(("destination", self.labeler.label(dest.unwrap_or(""))));
+        if system == System::Amqp {
+            l.push(("vhost", vhost.unwrap_or("").to_owned()));
+        }
+        l
+    }
+
+    fn event_labels(&mut self, e: &BrokerEvent) -> L {
+        let d = e.destination.as_ref();
+        let name = d.and_then(destination_name);
+        let vhost = d.and_then(|d| d.vhost.clone());
+        self.dest_labels(e.system, name.as_deref(), vhost.as_deref())
+    }
+
+    /// Counts one event.
+    pub fn event(&mut self, e: &BrokerEvent) {
+        let m = self.metrics.clone();
+        let messages = u64::from(e.record_count.unwrap_or(1));
+        m.events
+            .get_or_create(&vec![
+                ("system", e.system.as_str().to_owned()),
+                ("kind", e.kind.as_str().to_owned()),
+            ])
+            .inc();
+        let conn = self.conns.entry(e.conn.id).or_default();
+        conn.system.get_or_insert(e.system);
+        match e.kind {
+            EventKind::ConnectionOpened => {
+                m.connections_opened.get_or_create(&sys(e.system)).inc();
+                m.connections_active.get_or_create(&sys(e.system)).inc();
+            }
+            EventKind::ConnectionClosed => {
+                m.connections_closed.get_or_create(&sys(e.system)).inc();
+                m.connections_active.get_or_create(&sys(e.system)).dec();
+                if let Some(c) = self.conns.remove(&e.conn.id) {
+                    let s = sys(e.system);
+                    m.channels_active.get_or_create(&s).dec_by(c.channels as i64);
+                    let consumers = c.consumers.values().sum::<u64>() + u64::from(c.kafka_member);
+                    m.consumers_active.get_or_create(&s).dec_by(consumers as i64);
+                    m.subscriptions_active
+                        .get_or_create(&s)
+                        .dec_by(c.subscriptions as i64);
+                }
+            }
+            EventKind::ChannelOpened => {
+                conn.channels += 1;
+                m.channels_active.get_or_create(&sys(e.system)).inc();
+            }
+            EventKind::ChannelClosed => {
+                if conn.channels > 0 {
+                    conn.channels -= 1;
+                    m.channels_active.get_or_create(&sys(e.system)).dec();
+                }
+                let gone = conn.consumers.remove(&e.channel.unwrap_or(0)).unwrap_or(0);
+                m.consumers_active
+                    .get_or_create(&sys(e.system))
+                    .dec_by(gone as i64);
+            }
+            EventKind::Subscribe | EventKind::Unsubscribe => {
+                let up = e.kind == EventKind::Subscribe;
+                let s = sys(e.system);
+                match e.system {
+                    System::Amqp => {
+                        let n = conn.consumers.entry(e.channel.unwrap_or(0)).or_default();
+                        if up {
+                            *n += 1;
+                            m.consumers_active.get_or_create(&s).inc();
+                        } else if *n > 0 {
+                            *n -= 1;
+                            m.consumers_active.get_or_create(&s).dec();
+                        }
+                    }
+                    System::Kafka => {
+                        if up != conn.kafka_member {
+                            conn.kafka_member = up;
+                            m.consumers_active.get_or_create(&s).inc_by(if up { 1 } else { -1 });
+                        }
+                    }
+                    System::Mqtt | System::Nats => {
+                        if up {
+                            conn.subscriptions += 1;
+                            m.subscriptions_active.get_or_create(&s).inc();
+                        } else if conn.subscriptions > 0 {
+                            conn.subscriptions -= 1;
+                            m.subscriptions_active.get_or_create(&s).dec();
+                        }
+                    }
+                }
+            }
+            EventKind::Publish => {
+                let l = self.event_labels(e);
+                m.published.get_or_create(&l).inc_by(messages);
+                m.published_bytes
+                    .get_or_create(&l)
+                    .inc_by(e.body_size.unwrap_or(0));
+            }
+            EventKind::Deliver => {
+                let l = self.event_labels(e);
+                m.delivered.get_or_create(&l).inc_by(messages);
+                m.delivered_bytes
+                    .get_or_create(&l)
+                    .inc_by(e.body_size.unwrap_or(0));
+                if e.redelivered == Some(true) || e.dup == Some(true) {
+                    m.redelivered.get_or_create(&l).inc_by(messages);
+                }
+                if let (Some(count), Some(d)) = (e.message_count, &e.destination)
+                    && d.queue.is_some()
+                {
+                    let l = self.event_labels(e);
+                    m.queue_messages.get_or_create(&l).set(i64::from(count));
+                }
+            }
+            EventKind::Return => {
+                let l = self.event_labels(e);
+                m.returned.get_or_create(&l).inc();
+            }
+            EventKind::Declare => {
+                if let Some(count) = e.message_count {
+                    let l = self.event_labels(e);
+                    m.queue_messages.get_or_create(&l).set(i64::from(count));
+                    if let Some(c) = e.consumer_count {
+                        m.queue_consumers.get_or_create(&l).set(i64::from(c));
+                    }
+                }
+            }
+            EventKind::Auth => {
+                let outcome = e.outcome.unwrap_or(Outcome::Unknown);
+                let mut l = sys(e.system);
+                l.push(("outcome", outcome.as_str().to_owned()));
+                m.auth.get_or_create(&l).inc();
+                if outcome == Outcome::Failure {
+                    m.auth_failures.get_or_create(&sys(e.system)).inc();
+                }
+            }
+            EventKind::Error => self.protocol_error(e),
+            EventKind::Response => {
+                if let Some(ns) = e.latency_ns
+                    && e.system == System::Kafka
+                {
+                    let api = e.method.unwrap_or("unknown").to_owned();
+                    m.kafka_request
+                        .get_or_create(&vec![("api", api)])
+                        .observe(ns as f64 / 1e9);
+                }
+                if e.system == System::Kafka && e.reply_code.is_some_and(|c| c != 0) {
+                    self.protocol_error(e);
+                }
+            }
+            _ => {}
+        }
+        // Kafka lag moves with fetch responses (high watermarks) and commits.
+        if e.system == System::Kafka {
+            self.lag.observe(e);
+            let touched = e.kind == EventKind::Ack
+                || e.attrs.iter().any(|(k, _)| *k == "hw" || *k == "high_watermark");
+            if touched {
+                for l in self.lag.lag() {
+                    let labels = vec![
+                        ("consumer_group", l.group.clone()),
+                        ("destination", self.labeler.label(&l.topic)),
+                        ("partition", l.partition.to_string()),
+                    ];
+                    m.kafka_lag.get_or_create(&labels).set(l.lag);
+                }
+            }
+        }
+    }
+
+    fn protocol_error(&mut self, e: &BrokerEvent) {
+        let mut l = sys(e.system);
+        l.push((
+            "code",
+            e.reply_code
+                .map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
+        ));
+        self.metrics.protocol_errors.get_or_create(&l).inc();
+    }
+
+    /// Records one correlation result.
+    pub fn observation(&mut self, o: &Observation) {
+        let m = self.metrics.clone();
+        let mut l = self.dest_labels(
+            o.labels.system,
+            o.labels.destination.as_deref(),
+            o.labels.vhost.as_deref(),
+        );
+        let seconds = o.latency_ns as f64 / 1e9;
+        let family = match o.relation {
+            Relation::PublishConfirm => {
+                match o.settlement {
+                    Some(crate::correlate::Settlement::Ack) => {
+                        m.confirmed.get_or_create(&l).inc_by(o.count)
+                    }
+                    _ => m.publish_failed.get_or_create(&l).inc_by(o.count),
+                };
+                &m.publish_confirm
+            }
+            Relation::PublishDeliver => &m.publish_deliver,
+            Relation::DeliverSettle => {
+                let s = o.settlement.unwrap_or(crate::correlate::Settlement::Ack);
+                match s {
+                    crate::correlate::Settlement::Ack => &m.acked,
+                    crate::correlate::Settlement::Nack => &m.nacked,
+                    crate::correlate::Settlement::Reject => &m.rejected,
+                }
+                .get_or_create(&l)
+                .inc_by(o.count);
+                l.push(("outcome", s.as_str().to_owned()));
+                &m.deliver_settle
+            }
+        };
+        let h = family.get_or_create(&l);
+        for _ in 0..o.count.min(100_000) {
+            h.observe(seconds);
+        }
+    }
+
+    /// A confirm, ack, nack or reject that matched nothing still counts as one message.
+    pub fn unmatched_settlement(&mut self, e: &BrokerEvent) {
+        let l = self.event_labels(e);
+        let m = &self.metrics;
+        match e.kind {
+            EventKind::Confirm => m.confirmed.get_or_create(&l).inc(),
+            EventKind::Nack if e.direction == crate::capture::Direction::Egress => {
+                m.publish_failed.get_or_create(&l).inc()
+            }
+            EventKind::Ack => m.acked.get_or_create(&l).inc(),
+            EventKind::Nack => m.nacked.get_or_create(&l).inc(),
+            EventKind::Reject => m.rejected.get_or_create(&l).inc(),
+            _ => 0,
+        };
+    }
+
+    /// Health counters that are read as running totals: only the increase is added.
+    pub fn health(
+        &mut self,
+        kernel: Option<&KernelCounters>,
+        session: &SessionStats,
+        pipeline: &PipelineStats,
+        correlator: &crate::correlate::Correlator,
+        targets: usize,
+    ) {
+        let m = self.metrics.clone();
+        if let Some(k) = kernel {
+            for (c, v) in k.iter() {
+                let last = &mut self.last_kernel[c as usize];
+                m.kernel
+                    .get_or_create(&vec![("counter", c.name().to_owned())])
+                    .inc_by(v.saturating_sub(*last));
+                *last = v;
+            }
+        }
+        let s = session;
+        let prev = &self.last_session;
+        for (reason, now, before) in [
+            ("lost", s.gap_bytes_lost, prev.gap_bytes_lost),
+            ("truncated", s.gap_bytes_truncated, prev.gap_bytes_truncated),
+            ("unknown", s.gap_bytes_unknown, prev.gap_bytes_unknown),
+        ] {
+            m.gap_bytes
+                .get_or_create(&vec![("reason", reason.to_owned())])
+                .inc_by(now.saturating_sub(before));
+        }
+        self.last_session = s.clone();
+        for (system, d) in &pipeline.decoder_by_system {
+            let before = self.last_decoders.remove(system).unwrap_or_default();
+            let l = sys(*system);
+            m.parse_errors
+                .get_or_create(&l)
+                .inc_by(d.malformed.saturating_sub(before.malformed));
+            m.resyncs
+                .get_or_create(&l)
+                .inc_by(d.resyncs.saturating_sub(before.resyncs));
+            m.oversize
+                .get_or_create(&l)
+                .inc_by(d.oversize.saturating_sub(before.oversize));
+            m.skipped_bytes
+                .get_or_create(&l)
+                .inc_by(d.skipped_bytes.saturating_sub(before.skipped_bytes));
+            self.last_decoders.insert(*system, d.clone());
+        }
+        let p = &self.last_pipeline;
+        for (reason, now, before) in [
+            (
+                "unknown",
+                pipeline.connections_unknown,
+                p.connections_unknown,
+            ),
+            (
+                "unsupported",
+                pipeline.connections_unsupported,
+                p.connections_unsupported,
+            ),
+        ] {
+            m.connections_undecoded
+                .get_or_create(&vec![("reason", reason.to_owned())])
+                .inc_by(now.saturating_sub(before));
+        }
+        self.last_pipeline = pipeline.clone();
+        let cs = correlator.stats();
+        for r in Relation::ALL {
+            let l = vec![("relation", r.as_str().to_owned())];
+            m.correlations_evicted
+                .get_or_create(&l)
+                .inc_by(cs.evicted(r).saturating_sub(self.last_correlator.evicted(r)));
+            m.correlations_unmatched
+                .get_or_create(&l)
+                .inc_by(cs.unmatched(r).saturating_sub(self.last_correlator.unmatched(r)));
+            m.correlations_pending
+                .get_or_create(&l)
+                .set(correlator.pending(r) as i64);
+        }
+        self.last_correlator = cs.clone();
+        let in_flight = correlator.in_flight();
+        for s in [System::Amqp, System::Mqtt, System::Nats, System::Kafka] {
+            m.in_flight
+                .get_or_create(&sys(s))
+                .set(in_flight.get(&s).copied().unwrap_or(0) as i64);
+        }
+        m.destinations
+            .get_or_create(&vec![])
+            .set(self.labeler.distinct() as i64);
+        m.destinations_overflow
+            .get_or_create(&vec![])
+            .inc_by(self.labeler.overflowed - self.last_overflow);
+        self.last_overflow = self.labeler.overflowed;
+        m.targets.get_or_create(&vec![]).set(targets as i64);
+    }
+
+    /// Adds decode time.
+    pub fn decode_time(&self, seconds: f64) {
+        self.metrics.decode_seconds.get_or_create(&vec![]).inc_by(seconds);
+    }
+}
+
+#[cfg(test)]
+mod tests;
