@@ -31,7 +31,6 @@ use labels::Labeler;
 
 type L = Vec<(&'static str, String)>;
 type Counters = Family<L, Counter>;
-type FloatCounters = Family<L, Counter<f64, AtomicU64>>;
 type Gauges = Family<L, Gauge>;
 type Histograms = Family<L, Histogram, fn() -> Histogram>;
 
@@ -104,10 +103,10 @@ pub struct Metrics {
     pub correlations_evicted: Counters,
     pub correlations_unmatched: Counters,
     pub correlations_pending: Gauges,
-    pub decode_seconds: FloatCounters,
-    pub destinations: Gauges,
-    pub destinations_overflow: Counters,
-    pub targets: Gauges,
+    pub decode_seconds: Counter<f64, AtomicU64>,
+    pub destinations: Gauge,
+    pub destinations_overflow: Counter,
+    pub targets: Gauge,
     pub build_info: Gauges,
     pub scrapes: AtomicU64,
 }
@@ -142,54 +141,195 @@ impl Metrics {
             f
         }
         let m = Self {
-            published: c(&mut r, "messages_published", "Messages published by clients to the broker (Kafka: records)."),
-            delivered: c(&mut r, "messages_delivered", "Messages the broker delivered to consumers (Kafka: fetched records)."),
-            confirmed: c(&mut r, "messages_confirmed", "Publishes the broker confirmed (publisher confirms, PUBACK/PUBCOMP, PubAck, produce response)."),
-            publish_failed: c(&mut r, "messages_publish_failed", "Publishes the broker refused (basic.nack, MQTT failure reason codes, failed PubAck, produce errors)."),
-            acked: c(&mut r, "messages_acked", "Deliveries consumers acknowledged (Kafka: records covered by an offset commit)."),
-            nacked: c(&mut r, "messages_nacked", "Deliveries consumers negatively acknowledged."),
-            rejected: c(&mut r, "messages_rejected", "Deliveries consumers rejected (AMQP basic.reject, JetStream +TERM)."),
-            redelivered: c(&mut r, "messages_redelivered", "Deliveries flagged as redeliveries."),
-            returned: c(&mut r, "messages_returned", "Unroutable messages the broker returned to their publisher (AMQP basic.return)."),
-            published_bytes: b(&mut r, "published", "Message body bytes published."),
-            delivered_bytes: b(&mut r, "delivered", "Message body bytes delivered."),
-            publish_confirm: h(&mut r, "publish_confirm_latency", "Publish to broker confirmation."),
-            publish_deliver: h(&mut r, "publish_deliver_latency", "Publish to delivery to a consumer: time the message spent in the broker (one observation per delivery)."),
-            deliver_settle: h(&mut r, "deliver_settle_latency", "Delivery to the consumer's ack/nack/reject: consumer processing time."),
-            kafka_request: h(&mut r, "kafka_request_duration", "Kafka request to response, per API (fetch long-poll waits excluded)."),
-            connections_active: g(&mut r, "connections_active", "Client connections open now."),
-            connections_opened: c(&mut r, "connections_opened", "Client connections opened."),
-            connections_closed: c(&mut r, "connections_closed", "Client connections closed."),
-            channels_active: g(&mut r, "channels_active", "AMQP channels open now."),
-            consumers_active: g(&mut r, "consumers_active", "Consumers active now (AMQP basic.consume; Kafka group members)."),
-            subscriptions_active: g(&mut r, "subscriptions_active", "Subscriptions active now (MQTT topic filters, NATS subscriptions)."),
-            in_flight: g(&mut r, "messages_in_flight", "Messages delivered and not yet settled by the consumer."),
-            auth: c(&mut r, "auth", "Authentication attempts by outcome."),
-            auth_failures: c(&mut r, "auth_failures", "Failed authentications."),
-            protocol_errors: c(&mut r, "protocol_errors", "Protocol error replies by code (AMQP reply codes, MQTT reason codes, NATS -ERR, Kafka error codes)."),
-            kafka_lag: g(&mut r, "kafka_consumer_lag", "Kafka consumer lag from the wire: newest high watermark minus the group's committed offset."),
-            queue_messages: g(&mut r, "queue_messages", "Queue depth where the wire reveals it (AMQP declare-ok, get-ok)."),
-            queue_consumers: g(&mut r, "queue_consumers", "Consumers of a queue where the wire reveals it (AMQP declare-ok)."),
-            events: c(&mut r, "events", "Decoded events by kind."),
-            kernel: c(&mut r, "kernel_events", "Kernel capture counters by name (chunks_lost, bytes_lost, bytes_truncated, ...)."),
-            gap_bytes: c(&mut r, "stream_gap_bytes", "Stream bytes never seen, by reason (lost: ring full; truncated: over the capture cap; unknown)."),
-            parse_errors: c(&mut r, "parse_errors", "Malformed frames, counted and skipped."),
-            resyncs: c(&mut r, "resyncs", "Times a decoder lost and regained frame sync."),
-            oversize: c(&mut r, "oversize_frames", "Frames over the size limit, skipped."),
-            skipped_bytes: c(&mut r, "skipped_bytes", "Bytes passed over while resynchronising."),
-            connections_undecoded: c(&mut r, "connections_undecoded", "Connections not decoded, by reason (unknown protocol, unsupported)."),
-            correlations_evicted: c(&mut r, "correlations_evicted", "Waiting publishes/deliveries dropped (cap or TTL) before they matched."),
-            correlations_unmatched: c(&mut r, "correlations_unmatched", "Confirms, deliveries or settlements that found nothing to match."),
-            correlations_pending: g(&mut r, "correlations_pending", "Entries waiting for their match."),
+            published: c(
+                &mut r,
+                "messages_published",
+                "Messages published by clients to the broker (Kafka: records)",
+            ),
+            delivered: c(
+                &mut r,
+                "messages_delivered",
+                "Messages the broker delivered to consumers (Kafka: fetched records)",
+            ),
+            confirmed: c(
+                &mut r,
+                "messages_confirmed",
+                "Publishes the broker confirmed (publisher confirms, PUBACK/PUBCOMP, PubAck, produce response)",
+            ),
+            publish_failed: c(
+                &mut r,
+                "messages_publish_failed",
+                "Publishes the broker refused (basic.nack, MQTT failure reason codes, failed PubAck, produce errors)",
+            ),
+            acked: c(
+                &mut r,
+                "messages_acked",
+                "Deliveries consumers acknowledged (Kafka: records covered by an offset commit)",
+            ),
+            nacked: c(
+                &mut r,
+                "messages_nacked",
+                "Deliveries consumers negatively acknowledged",
+            ),
+            rejected: c(
+                &mut r,
+                "messages_rejected",
+                "Deliveries consumers rejected (AMQP basic.reject, JetStream +TERM)",
+            ),
+            redelivered: c(
+                &mut r,
+                "messages_redelivered",
+                "Deliveries flagged as redeliveries",
+            ),
+            returned: c(
+                &mut r,
+                "messages_returned",
+                "Unroutable messages the broker returned to their publisher (AMQP basic.return)",
+            ),
+            published_bytes: b(&mut r, "published", "Message body bytes published"),
+            delivered_bytes: b(&mut r, "delivered", "Message body bytes delivered"),
+            publish_confirm: h(
+                &mut r,
+                "publish_confirm_latency",
+                "Publish to broker confirmation",
+            ),
+            publish_deliver: h(
+                &mut r,
+                "publish_deliver_latency",
+                "Publish to delivery to a consumer: time the message spent in the broker (one observation per delivery)",
+            ),
+            deliver_settle: h(
+                &mut r,
+                "deliver_settle_latency",
+                "Delivery to the consumer's ack/nack/reject: consumer processing time",
+            ),
+            kafka_request: h(
+                &mut r,
+                "kafka_request_duration",
+                "Kafka request to response, per API (fetch long-poll waits excluded)",
+            ),
+            connections_active: g(&mut r, "connections_active", "Client connections open now"),
+            connections_opened: c(&mut r, "connections_opened", "Client connections opened"),
+            connections_closed: c(&mut r, "connections_closed", "Client connections closed"),
+            channels_active: g(&mut r, "channels_active", "AMQP channels open now"),
+            consumers_active: g(
+                &mut r,
+                "consumers_active",
+                "Consumers active now (AMQP basic.consume; Kafka group members)",
+            ),
+            subscriptions_active: g(
+                &mut r,
+                "subscriptions_active",
+                "Subscriptions active now (MQTT topic filters, NATS subscriptions)",
+            ),
+            in_flight: g(
+                &mut r,
+                "messages_in_flight",
+                "Messages delivered and not yet settled by the consumer",
+            ),
+            auth: c(&mut r, "auth", "Authentication attempts by outcome"),
+            auth_failures: c(&mut r, "auth_failures", "Failed authentications"),
+            protocol_errors: c(
+                &mut r,
+                "protocol_errors",
+                "Protocol error replies by code (AMQP reply codes, MQTT reason codes, NATS -ERR, Kafka error codes)",
+            ),
+            kafka_lag: g(
+                &mut r,
+                "kafka_consumer_lag",
+                "Kafka consumer lag from the wire: newest high watermark minus the group's committed offset",
+            ),
+            queue_messages: g(
+                &mut r,
+                "queue_messages",
+                "Queue depth where the wire reveals it (AMQP declare-ok, get-ok)",
+            ),
+            queue_consumers: g(
+                &mut r,
+                "queue_consumers",
+                "Consumers of a queue where the wire reveals it (AMQP declare-ok)",
+            ),
+            events: c(&mut r, "events", "Decoded events by kind"),
+            kernel: c(
+                &mut r,
+                "kernel_events",
+                "Kernel capture counters by name (chunks_lost, bytes_lost, bytes_truncated, ...)",
+            ),
+            gap_bytes: c(
+                &mut r,
+                "stream_gap_bytes",
+                "Stream bytes never seen, by reason (lost: ring full; truncated: over the capture cap; unknown)",
+            ),
+            parse_errors: c(
+                &mut r,
+                "parse_errors",
+                "Malformed frames, counted and skipped",
+            ),
+            resyncs: c(
+                &mut r,
+                "resyncs",
+                "Times a decoder lost and regained frame sync",
+            ),
+            oversize: c(
+                &mut r,
+                "oversize_frames",
+                "Frames over the size limit, skipped",
+            ),
+            skipped_bytes: c(
+                &mut r,
+                "skipped_bytes",
+                "Bytes passed over while resynchronising",
+            ),
+            connections_undecoded: c(
+                &mut r,
+                "connections_undecoded",
+                "Connections not decoded, by reason (unknown protocol, unsupported)",
+            ),
+            correlations_evicted: c(
+                &mut r,
+                "correlations_evicted",
+                "Waiting publishes/deliveries dropped (cap or TTL) before they matched",
+            ),
+            correlations_unmatched: c(
+                &mut r,
+                "correlations_unmatched",
+                "Confirms, deliveries or settlements that found nothing to match",
+            ),
+            correlations_pending: g(
+                &mut r,
+                "correlations_pending",
+                "Entries waiting for their match",
+            ),
             decode_seconds: {
-                let f = FloatCounters::default();
-                r.register_with_unit("decode", "Time spent decoding and correlating.", Unit::Seconds, f.clone());
+                let f = Counter::<f64, AtomicU64>::default();
+                r.register_with_unit(
+                    "decode",
+                    "Time spent decoding and correlating",
+                    Unit::Seconds,
+                    f.clone(),
+                );
                 f
             },
-            destinations: g(&mut r, "destinations", "Distinct destination label values in use (the cap is --max-destinations)."),
-            destinations_overflow: c(&mut r, "destinations_overflow", "Events whose destination went to the __overflow__ series because the cap was reached."),
-            targets: g(&mut r, "targets", "Broker processes observed now."),
-            build_info: g(&mut r, "build_info", "Build information (always 1)."),
+            destinations: {
+                let f = Gauge::default();
+                r.register(
+                    "destinations",
+                    "Distinct destination label values in use (the cap is --max-destinations)",
+                    f.clone(),
+                );
+                f
+            },
+            destinations_overflow: {
+                let f = Counter::default();
+                r.register("destinations_overflow", "Events whose destination went to the __overflow__ series because the cap was reached", f.clone());
+                f
+            },
+            targets: {
+                let f = Gauge::default();
+                r.register("targets", "Broker processes observed now", f.clone());
+                f
+            },
+            build_info: g(&mut r, "build_info", "Build information (always 1)"),
             scrapes: AtomicU64::new(0),
             registry: r,
         };
@@ -292,9 +432,13 @@ impl Recorder {
                 m.connections_active.get_or_create(&sys(e.system)).dec();
                 if let Some(c) = self.conns.remove(&e.conn.id) {
                     let s = sys(e.system);
-                    m.channels_active.get_or_create(&s).dec_by(c.channels as i64);
+                    m.channels_active
+                        .get_or_create(&s)
+                        .dec_by(c.channels as i64);
                     let consumers = c.consumers.values().sum::<u64>() + u64::from(c.kafka_member);
-                    m.consumers_active.get_or_create(&s).dec_by(consumers as i64);
+                    m.consumers_active
+                        .get_or_create(&s)
+                        .dec_by(consumers as i64);
                     m.subscriptions_active
                         .get_or_create(&s)
                         .dec_by(c.subscriptions as i64);
@@ -331,7 +475,9 @@ impl Recorder {
                     System::Kafka => {
                         if up != conn.kafka_member {
                             conn.kafka_member = up;
-                            m.consumers_active.get_or_create(&s).inc_by(if up { 1 } else { -1 });
+                            m.consumers_active
+                                .get_or_create(&s)
+                                .inc_by(if up { 1 } else { -1 });
                         }
                     }
                     System::Mqtt | System::Nats => {
@@ -410,7 +556,9 @@ impl Recorder {
         if e.system == System::Kafka {
             self.lag.observe(e);
             let touched = e.kind == EventKind::Ack
-                || e.attrs.iter().any(|(k, _)| *k == "hw" || *k == "high_watermark");
+                || e.attrs
+                    .iter()
+                    .any(|(k, _)| *k == "hw" || *k == "high_watermark");
             if touched {
                 for l in self.lag.lag() {
                     let labels = vec![
@@ -558,12 +706,14 @@ impl Recorder {
         let cs = correlator.stats();
         for r in Relation::ALL {
             let l = vec![("relation", r.as_str().to_owned())];
-            m.correlations_evicted
-                .get_or_create(&l)
-                .inc_by(cs.evicted(r).saturating_sub(self.last_correlator.evicted(r)));
-            m.correlations_unmatched
-                .get_or_create(&l)
-                .inc_by(cs.unmatched(r).saturating_sub(self.last_correlator.unmatched(r)));
+            m.correlations_evicted.get_or_create(&l).inc_by(
+                cs.evicted(r)
+                    .saturating_sub(self.last_correlator.evicted(r)),
+            );
+            m.correlations_unmatched.get_or_create(&l).inc_by(
+                cs.unmatched(r)
+                    .saturating_sub(self.last_correlator.unmatched(r)),
+            );
             m.correlations_pending
                 .get_or_create(&l)
                 .set(correlator.pending(r) as i64);
@@ -575,19 +725,16 @@ impl Recorder {
                 .get_or_create(&sys(s))
                 .set(in_flight.get(&s).copied().unwrap_or(0) as i64);
         }
-        m.destinations
-            .get_or_create(&vec![])
-            .set(self.labeler.distinct() as i64);
+        m.destinations.set(self.labeler.distinct() as i64);
         m.destinations_overflow
-            .get_or_create(&vec![])
             .inc_by(self.labeler.overflowed - self.last_overflow);
         self.last_overflow = self.labeler.overflowed;
-        m.targets.get_or_create(&vec![]).set(targets as i64);
+        m.targets.set(targets as i64);
     }
 
     /// Adds decode time.
     pub fn decode_time(&self, seconds: f64) {
-        self.metrics.decode_seconds.get_or_create(&vec![]).inc_by(seconds);
+        self.metrics.decode_seconds.inc_by(seconds);
     }
 }
 

@@ -1,1 +1,212 @@
+use std::sync::Arc;
+
 use super::*;
+use crate::{
+    capture::Direction,
+    correlate::{Correlator, CorrelatorConfig},
+    event::ConnRef,
+};
+
+fn ev(conn: u64, system: System, kind: EventKind) -> BrokerEvent {
+    BrokerEvent::new(
+        1_000_000,
+        system,
+        kind,
+        ConnRef {
+            id: ConnId(conn),
+            pid: Some(1),
+            local: "127.0.0.1:1883".parse().unwrap(),
+            peer: "127.0.0.1:40000".parse().unwrap(),
+        },
+        Direction::Ingress,
+    )
+}
+
+fn topic(e: &mut BrokerEvent, t: &str) {
+    e.destination = Some(Destination {
+        topic: Some(t.into()),
+        ..Default::default()
+    });
+}
+
+fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    text.lines().find(|l| l.starts_with(prefix))
+}
+
+fn value(text: &str, prefix: &str) -> f64 {
+    line(text, prefix)
+        .unwrap_or_else(|| panic!("no line {prefix:?} in\n{text}"))
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn message_counters_gauges_and_histograms() {
+    let metrics = Arc::new(Metrics::new());
+    let mut r = Recorder::new(metrics.clone(), Labeler::new(100, Vec::new()));
+    r.event(&ev(1, System::Mqtt, EventKind::ConnectionOpened));
+    r.event(&ev(2, System::Mqtt, EventKind::ConnectionOpened));
+    for t in ["a/1", "a/2"] {
+        let mut s = ev(2, System::Mqtt, EventKind::Subscribe);
+        topic(&mut s, t);
+        r.event(&s);
+    }
+    for i in 0..3 {
+        let mut p = ev(1, System::Mqtt, EventKind::Publish);
+        topic(&mut p, &format!("sensor/{i}/temp"));
+        p.body_size = Some(10);
+        r.event(&p);
+    }
+    let mut k = ev(3, System::Kafka, EventKind::Deliver);
+    topic(&mut k, "orders");
+    k.record_count = Some(5);
+    k.body_size = Some(500);
+    r.event(&k);
+    let mut auth = ev(4, System::Amqp, EventKind::Auth);
+    auth.outcome = Some(Outcome::Failure);
+    r.event(&auth);
+    let mut err = ev(4, System::Amqp, EventKind::Error);
+    err.reply_code = Some(404);
+    r.event(&err);
+    r.event(&ev(2, System::Mqtt, EventKind::ConnectionClosed));
+    let text = metrics.encode();
+    assert_eq!(
+        value(
+            &text,
+            "brokerscope_messages_published_total{system=\"mqtt\",destination=\"sensor/{n}/temp\"}"
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            "brokerscope_published_bytes_total{system=\"mqtt\",destination=\"sensor/{n}/temp\"}"
+        ),
+        30.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            "brokerscope_messages_delivered_total{system=\"kafka\",destination=\"orders\"}"
+        ),
+        5.0
+    );
+    assert_eq!(
+        value(&text, "brokerscope_connections_active{system=\"mqtt\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            "brokerscope_connections_opened_total{system=\"mqtt\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(&text, "brokerscope_subscriptions_active{system=\"mqtt\"}"),
+        0.0,
+        "the closed connection took its subscriptions"
+    );
+    assert_eq!(
+        value(&text, "brokerscope_auth_failures_total{system=\"amqp\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            "brokerscope_protocol_errors_total{system=\"amqp\",code=\"404\"}"
+        ),
+        1.0
+    );
+    assert!(text.trim_end().ends_with("# EOF"));
+}
+
+#[test]
+fn observations_fill_histograms_with_counts() {
+    let metrics = Arc::new(Metrics::new());
+    let mut r = Recorder::new(metrics.clone(), Labeler::new(100, Vec::new()));
+    let mut c = Correlator::new(CorrelatorConfig::default());
+    let mut p = ev(1, System::Kafka, EventKind::Publish);
+    topic(&mut p, "orders");
+    p.destination.as_mut().unwrap().partition = Some(0);
+    p.record_count = Some(4);
+    let mut ok = p.clone();
+    ok.kind = EventKind::Confirm;
+    ok.direction = Direction::Egress;
+    ok.offset = Some(0);
+    ok.ts_ns += 250_000;
+    for e in [&p, &ok] {
+        r.event(e);
+        c.observe(e, &mut |o| r.observation(&o));
+    }
+    let text = metrics.encode();
+    let base = "brokerscope_publish_confirm_latency_seconds";
+    assert!(text.contains(&format!("# TYPE {base} histogram")));
+    assert!(text.contains(&format!("# UNIT {base} seconds")));
+    assert_eq!(
+        value(
+            &text,
+            &format!("{base}_count{{system=\"kafka\",destination=\"orders\"}}")
+        ),
+        4.0,
+        "one sample per record"
+    );
+    assert_eq!(
+        value(
+            &text,
+            &format!("{base}_bucket{{le=\"0.0002\",system=\"kafka\",destination=\"orders\"}}")
+        ),
+        0.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            &format!("{base}_bucket{{le=\"0.0003\",system=\"kafka\",destination=\"orders\"}}")
+        ),
+        4.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            "brokerscope_messages_confirmed_total{system=\"kafka\",destination=\"orders\"}"
+        ),
+        4.0
+    );
+}
+
+#[test]
+fn destination_cap_overflows_and_is_reported() {
+    let metrics = Arc::new(Metrics::new());
+    let mut r = Recorder::new(metrics.clone(), Labeler::new(5, Vec::new()));
+    for i in 0..50 {
+        let mut p = ev(1, System::Mqtt, EventKind::Publish);
+        topic(
+            &mut p,
+            &format!("room-{}", char::from(b'a' + (i % 26) as u8)).repeat(1 + i / 26),
+        );
+        r.event(&p);
+    }
+    let c = Correlator::new(CorrelatorConfig::default());
+    r.health(None, &Default::default(), &Default::default(), &c, 0);
+    let text = metrics.encode();
+    assert_eq!(value(&text, "brokerscope_destinations "), 5.0);
+    assert_eq!(
+        value(&text, "brokerscope_destinations_overflow_total "),
+        45.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            "brokerscope_messages_published_total{system=\"mqtt\",destination=\"__overflow__\"}"
+        ),
+        45.0
+    );
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("brokerscope_messages_published_total{"))
+        .count();
+    assert_eq!(series, 6);
+}
