@@ -279,7 +279,8 @@ impl Correlator {
             EventKind::ChannelClosed => {
                 if let Some(ch) = e.channel {
                     // Unacked deliveries go back to the queue; unconfirmed publishes are lost.
-                    self.deliveries.remove_key(conn.0, &Key::Channel(ch), |_| {});
+                    self.deliveries
+                        .remove_key(conn.0, &Key::Channel(ch), |_| {});
                 }
             }
             EventKind::ConnectionClosed => {
@@ -324,8 +325,13 @@ impl Correlator {
         };
         if let Some(key) = confirm_key {
             if let (System::Nats, Some(inbox)) = (e.system, &e.reply_to) {
-                self.inboxes
-                    .insert(conn, Key::Inbox(inbox.clone()), e.ts_ns, key.clone(), |_| {});
+                self.inboxes.insert(
+                    conn,
+                    Key::Inbox(inbox.clone()),
+                    e.ts_ns,
+                    key.clone(),
+                    |_| {},
+                );
             }
             let mut w = Waiting::one(labels.clone());
             w.count = u64::from(e.record_count.unwrap_or(1));
@@ -580,7 +586,10 @@ impl Correlator {
 fn labels(e: &BrokerEvent) -> Labels {
     Labels {
         system: e.system,
-        destination: e.destination.as_ref().and_then(crate::metrics::destination_name),
+        destination: e
+            .destination
+            .as_ref()
+            .and_then(crate::metrics::destination_name),
         vhost: e.destination.as_ref().and_then(|d| d.vhost.clone()),
     }
 }

@@ -119,7 +119,9 @@ impl<K: Hash + Eq + Clone, V> Pending<K, V> {
 
     /// The entries under `key`, oldest first, for in-place updates (fan-out matches).
     pub fn iter_mut(&mut self, scope: u64, key: &K) -> impl Iterator<Item = &mut Slot<V>> {
-        self.slots(scope, key).into_iter().flat_map(|s| s.iter_mut())
+        self.slots(scope, key)
+            .into_iter()
+            .flat_map(|s| s.iter_mut())
     }
 
     /// Drops every entry of `scope` (a closed connection); returns them to `each`.
@@ -245,7 +247,11 @@ mod tests {
         p.insert(GLOBAL, 9, 9, 9, |v| gone.push(v));
         assert!(gone.is_empty(), "room after a match");
         p.insert(GLOBAL, 10, 10, 10, |v| gone.push(v));
-        assert_eq!(gone, vec![1], "entry 0 was matched; 1 is the oldest live one");
+        assert_eq!(
+            gone,
+            vec![1],
+            "entry 0 was matched; 1 is the oldest live one"
+        );
         assert_eq!(p.len(), 3);
     }
 

@@ -75,7 +75,14 @@ fn amqp_deliver(conn: u64, ts: u64, ch: u32, tag: u64, rk: &str, fp: u64) -> Bro
     e
 }
 
-fn amqp_settle(conn: u64, ts: u64, kind: EventKind, ch: u32, tag: u64, multiple: bool) -> BrokerEvent {
+fn amqp_settle(
+    conn: u64,
+    ts: u64,
+    kind: EventKind,
+    ch: u32,
+    tag: u64,
+    multiple: bool,
+) -> BrokerEvent {
     let mut e = ev(conn, ts, System::Amqp, kind, IN);
     e.channel = Some(ch);
     e.delivery_tag = Some(tag);
@@ -111,11 +118,23 @@ fn amqp_confirm_deliver_and_multiple_ack() {
     assert_eq!(
         summary(&obs),
         vec![
-            (Relation::PublishConfirm, x.clone(), 3, 1, Some(Settlement::Ack)),
+            (
+                Relation::PublishConfirm,
+                x.clone(),
+                3,
+                1,
+                Some(Settlement::Ack)
+            ),
             (Relation::PublishConfirm, x, 3, 1, Some(Settlement::Ack)),
             (Relation::PublishDeliver, q.clone(), 5, 1, None),
             (Relation::PublishDeliver, q.clone(), 6, 1, None),
-            (Relation::DeliverSettle, q.clone(), 15, 1, Some(Settlement::Ack)),
+            (
+                Relation::DeliverSettle,
+                q.clone(),
+                15,
+                1,
+                Some(Settlement::Ack)
+            ),
             (Relation::DeliverSettle, q, 13, 1, Some(Settlement::Ack)),
         ]
     );
@@ -161,7 +180,11 @@ fn amqp_single_ack_out_of_order_nack_reject_and_no_ack_consumers() {
         ]
     );
     assert_eq!(c.stats().unmatched(Relation::DeliverSettle), 1);
-    assert_eq!(c.pending(Relation::DeliverSettle), 0, "the no-ack delivery never waited");
+    assert_eq!(
+        c.pending(Relation::DeliverSettle),
+        0,
+        "the no-ack delivery never waited"
+    );
 }
 
 #[test]
@@ -190,7 +213,11 @@ fn fan_out_gives_one_observation_per_delivery_and_repeated_bodies_match_in_order
     // Redeliveries are not time-in-broker observations.
     let mut again = amqp_deliver(4, 20, 1, 1, "q", 7);
     again.redelivered = Some(true);
-    assert!(run(&mut c, &[again]).iter().all(|o| o.relation != Relation::PublishDeliver));
+    assert!(
+        run(&mut c, &[again])
+            .iter()
+            .all(|o| o.relation != Relation::PublishDeliver)
+    );
 }
 
 #[test]
@@ -214,12 +241,26 @@ fn ttl_and_cap_evictions_are_counted_and_closed_connections_leave() {
     assert_eq!(c.pending(Relation::PublishConfirm), 0);
     run(&mut c, &[amqp_deliver(2, 600, 1, 1, "q", 9)]);
     assert_eq!(c.in_flight().get(&System::Amqp), Some(&1));
-    run(&mut c, &[ev(2, 601, System::Amqp, EventKind::ConnectionClosed, IN)]);
+    run(
+        &mut c,
+        &[ev(2, 601, System::Amqp, EventKind::ConnectionClosed, IN)],
+    );
     assert_eq!(c.in_flight().get(&System::Amqp), None);
-    assert_eq!(c.stats().evicted(Relation::DeliverSettle), 0, "a close is not an eviction");
+    assert_eq!(
+        c.stats().evicted(Relation::DeliverSettle),
+        0,
+        "a close is not an eviction"
+    );
 }
 
-fn mqtt(conn: u64, ts: u64, kind: EventKind, dir: Direction, id: Option<u32>, qos: u8) -> BrokerEvent {
+fn mqtt(
+    conn: u64,
+    ts: u64,
+    kind: EventKind,
+    dir: Direction,
+    id: Option<u32>,
+    qos: u8,
+) -> BrokerEvent {
     let mut e = ev(conn, ts, System::Mqtt, kind, dir);
     e.packet_id = id;
     e.qos = Some(qos);
@@ -251,8 +292,20 @@ fn mqtt_qos1_flows() {
         summary(&obs),
         vec![
             (Relation::PublishDeliver, t.clone(), 1, 1, None),
-            (Relation::PublishConfirm, t.clone(), 2, 1, Some(Settlement::Ack)),
-            (Relation::DeliverSettle, t.clone(), 4, 1, Some(Settlement::Ack)),
+            (
+                Relation::PublishConfirm,
+                t.clone(),
+                2,
+                1,
+                Some(Settlement::Ack)
+            ),
+            (
+                Relation::DeliverSettle,
+                t.clone(),
+                4,
+                1,
+                Some(Settlement::Ack)
+            ),
             (Relation::PublishDeliver, t, 1, 1, None),
         ]
     );
@@ -309,12 +362,22 @@ fn nats_pub_acks_core_replies_and_jetstream_acks() {
     assert_eq!(
         summary(&obs),
         vec![
-            (Relation::PublishConfirm, a.clone(), 4, 1, Some(Settlement::Ack)),
+            (
+                Relation::PublishConfirm,
+                a.clone(),
+                4,
+                1,
+                Some(Settlement::Ack)
+            ),
             (Relation::PublishDeliver, a.clone(), 8, 1, None),
             (Relation::DeliverSettle, a, 1, 1, Some(Settlement::Ack)),
         ]
     );
-    assert_eq!(c.pending(Relation::PublishConfirm), 0, "the core reply cleared its request");
+    assert_eq!(
+        c.pending(Relation::PublishConfirm),
+        0,
+        "the core reply cleared its request"
+    );
     assert_eq!(c.stats().evicted(Relation::PublishConfirm), 0);
 }
 
@@ -351,11 +414,29 @@ fn kafka_offsets_match_exactly_and_commits_settle_ranges() {
     assert_eq!(
         summary(&obs),
         vec![
-            (Relation::PublishConfirm, o.clone(), 4, 3, Some(Settlement::Ack)),
-            (Relation::PublishConfirm, o.clone(), 3, 2, Some(Settlement::Ack)),
+            (
+                Relation::PublishConfirm,
+                o.clone(),
+                4,
+                3,
+                Some(Settlement::Ack)
+            ),
+            (
+                Relation::PublishConfirm,
+                o.clone(),
+                3,
+                2,
+                Some(Settlement::Ack)
+            ),
             (Relation::PublishDeliver, o.clone(), 10, 2, None),
             (Relation::PublishDeliver, o.clone(), 8, 2, None),
-            (Relation::DeliverSettle, o.clone(), 10, 2, Some(Settlement::Ack)),
+            (
+                Relation::DeliverSettle,
+                o.clone(),
+                10,
+                2,
+                Some(Settlement::Ack)
+            ),
             (Relation::DeliverSettle, o, 20, 2, Some(Settlement::Ack)),
         ]
     );
