@@ -46,6 +46,8 @@ pub const READY_TOPIC: &str = "bs-ready";
 pub const ORDERS_TOPIC: &str = "bs-orders";
 /// Topic of the `half` scenario.
 pub const LAG_TOPIC: &str = "bs-lag";
+/// Topic of the `confirm-latency` scenario (create it, 1 partition, before running it).
+pub const LATENCY_TOPIC: &str = "latency";
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 const CLI_TIMEOUT: Duration = Duration::from_secs(20);
 
