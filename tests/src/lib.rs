@@ -1,6 +1,7 @@
 //! Shared helpers for the end-to-end tests: cgroups, processes started inside them (and stopped
 //! by PID), a background observer that records every stream event, deterministic payloads, and
 //! brokers on private loopback ports.
+pub mod daemon;
 pub mod metrics;
 pub mod mosquitto;
 pub mod nats;

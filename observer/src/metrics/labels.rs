@@ -47,11 +47,13 @@ impl Labeler {
 
     /// The label value for a destination name.
     pub fn label(&mut self, name: &str) -> String {
-        let templated = self
-            .rules
-            .iter()
-            .find_map(|r| r.apply(name))
-            .unwrap_or_else(|| template(name));
+        let templated = clean(
+            &self
+                .rules
+                .iter()
+                .find_map(|r| r.apply(name))
+                .unwrap_or_else(|| template(name)),
+        );
         if self.seen.contains(&templated) {
             return templated;
         }
@@ -62,6 +64,29 @@ impl Labeler {
         self.seen.insert(templated.clone());
         templated
     }
+}
+
+/// A label value safe to write unescaped (prometheus-client writes label values as they are):
+/// quotes, backslashes and control characters become `_`; at most 256 bytes.
+pub fn clean(value: &str) -> String {
+    let mut out: String = value
+        .chars()
+        .map(|c| {
+            if c == '"' || c == '\\' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    if out.len() > 256 {
+        let mut end = 256;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+    }
+    out
 }
 
 /// The built-in templating (rules 2 and 3 of the module doc).
@@ -153,6 +178,14 @@ mod tests {
         for (name, want) in cases {
             assert_eq!(template(name), want, "{name}");
         }
+    }
+
+    #[test]
+    fn label_values_need_no_escaping() {
+        assert_eq!(clean("a\"b\\c\nd"), "a_b_c_d");
+        assert_eq!(clean(&"é".repeat(200)).len(), 256);
+        let mut l = Labeler::new(10, Vec::new());
+        assert_eq!(l.label("x\"y"), "x_y");
     }
 
     struct Prefix;

@@ -398,7 +398,7 @@ impl Recorder {
         let mut l = sys(system);
         l.push(("destination", self.labeler.label(dest.unwrap_or(""))));
         if system == System::Amqp {
-            l.push(("vhost", vhost.unwrap_or("").to_owned()));
+            l.push(("vhost", labels::clean(vhost.unwrap_or(""))));
         }
         l
     }
@@ -541,7 +541,7 @@ impl Recorder {
                 if let Some(ns) = e.latency_ns
                     && e.system == System::Kafka
                 {
-                    let api = e.method.unwrap_or("unknown").to_owned();
+                    let api = labels::clean(e.method.unwrap_or("unknown"));
                     m.kafka_request
                         .get_or_create(&vec![("api", api)])
                         .observe(ns as f64 / 1e9);
@@ -562,7 +562,7 @@ impl Recorder {
             if touched {
                 for l in self.lag.lag() {
                     let labels = vec![
-                        ("consumer_group", l.group.clone()),
+                        ("consumer_group", labels::clean(&l.group)),
                         ("destination", self.labeler.label(&l.topic)),
                         ("partition", l.partition.to_string()),
                     ];
