@@ -63,7 +63,11 @@ impl Daemon {
             }
             daemon.get("/readyz").is_ok_and(|(code, _)| code == 200)
         });
-        assert!(ready, "brokerscope run not ready in 30 s:\n{}", daemon.logs());
+        assert!(
+            ready,
+            "brokerscope run not ready in 30 s:\n{}",
+            daemon.logs()
+        );
         daemon
     }
 
@@ -81,8 +85,11 @@ impl Daemon {
         let mut s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))
             .map_err(|e| e.to_string())?;
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-            .map_err(|e| e.to_string())?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        )
+        .map_err(|e| e.to_string())?;
         let mut text = String::new();
         s.read_to_string(&mut text).map_err(|e| e.to_string())?;
         let code = text

@@ -117,16 +117,7 @@ impl Mosquitto {
         let conf_path = dir.join("mosquitto.conf");
         fs::write(&conf_path, conf).unwrap();
 
-        let proc = spawn(
-            Command::new(broker_exe())
-                .arg("-c")
-                .arg(&conf_path)
-                .current_dir(&dir.path)
-                .stdin(Stdio::null())
-                .stdout(fs::File::create(dir.join("stdout")).unwrap())
-                .stderr(fs::File::create(dir.join("stderr")).unwrap()),
-            Some(cgroup),
-        );
+        let proc = Self::spawn_broker(&dir, cgroup);
         let mut me = Self {
             proc,
             port,
@@ -134,6 +125,42 @@ impl Mosquitto {
             dir,
             keep_dir: false,
         };
+        me.wait_ready();
+        me
+    }
+
+    fn spawn_broker(dir: &TempDir, cgroup: &Cgroup) -> Proc {
+        spawn(
+            Command::new(broker_exe())
+                .arg("-c")
+                .arg(dir.join("mosquitto.conf"))
+                .current_dir(&dir.path)
+                .stdin(Stdio::null())
+                .stdout(fs::File::create(dir.join("stdout")).unwrap())
+                .stderr(fs::File::create(dir.join("stderr")).unwrap()),
+            Some(cgroup),
+        )
+    }
+
+    /// Stops the broker and starts it again with the same configuration and port: a new PID,
+    /// as when a supervisor restarts it.
+    pub fn restart(&mut self, cgroup: &Cgroup) {
+        self.proc.stop();
+        // The port is free again once the old process is gone.
+        let port = self.port;
+        assert!(
+            crate::wait_until(Duration::from_secs(5), || {
+                std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            }),
+            "port {port} still taken after mosquitto stopped"
+        );
+        self.proc = Self::spawn_broker(&self.dir, cgroup);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let port = self.port;
+        let me = self;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(Some(status)) = me.proc.child.try_wait() {
@@ -149,7 +176,6 @@ impl Mosquitto {
             }
             thread::sleep(Duration::from_millis(20));
         }
-        me
     }
 
     /// The broker's PID: it owns the listener and every client connection.

@@ -597,6 +597,12 @@ impl Json {
             _ => None,
         }
     }
+    pub fn f64(&self) -> Option<f64> {
+        match *self {
+            Json::Num(n) => Some(n),
+            _ => None,
+        }
+    }
     pub fn str(&self) -> Option<&str> {
         match self {
             Json::Str(s) => Some(s),
