@@ -7,7 +7,7 @@
 //!   [`ProcFs::find_by_name`], [`ProcFs::cgroup_v2_path`].
 //! - Sockets: [`ProcFs::socket_inodes`] (the fd table), [`ProcFs::tcp_sockets`] (`net/tcp` and
 //!   `net/tcp6` of the process's network namespace), [`ProcFs::listening_ports`],
-//!   [`ProcFs::pid_listening_on`].
+//!   [`ProcFs::pid_listening_on`], [`ProcFs::listeners_on`].
 //! - Mounts: [`ProcFs::cgroup2_mount`], [`ProcFs::tracefs_mount`].
 //! - [`SocketOwners`]: which process (and fd) owns a TCP connection given its addresses.
 //!
@@ -770,6 +770,13 @@ pub(crate) mod testkit {
     }
 
     pub(crate) const TCP_HEADER: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode                                                     \n";
+
+    /// One `net/tcp` line: a socket bound to 0.0.0.0:`port` in state LISTEN with this inode.
+    pub(crate) fn tcp_listen_line(slot: usize, port: u16, inode: u64) -> String {
+        format!(
+            "{slot:4}: 00000000:{port:04X} 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 {inode} 1 0000000000000000 100 0 0 10 0\n"
+        )
+    }
 }
 
 #[cfg(test)]
