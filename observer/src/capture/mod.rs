@@ -3,11 +3,14 @@
 //! - `programs`: load the embedded eBPF object, attach it, drive its maps.
 //! - `records`: typed views of the raw ring records.
 //! - `procfs`: /proc — processes, their cgroups, sockets and listening ports.
-//! - `targets`: what the user asked for (`--pid`, `--process`, `--port`) resolved to processes.
+//! - `discover`: which processes are brokers (process rules, well-known ports).
+//! - `targets`: what the user asked for (`--pid`, `--process`, `--port`, discovery) resolved to
+//!   processes.
 //! - `connections`: socket cookie → connection (pid, fd, addresses, times) and its two streams.
 //! - `session`: the loop that reads the ring and turns records into [`StreamEvent`]s.
 //! - `preflight`: privilege and kernel-feature checks (`brokerscope check`).
 pub mod connections;
+pub mod discover;
 pub mod preflight;
 pub mod procfs;
 pub mod programs;

@@ -7,7 +7,7 @@
 //!   [`ProcFs::find_by_name`], [`ProcFs::cgroup_v2_path`].
 //! - Sockets: [`ProcFs::socket_inodes`] (the fd table), [`ProcFs::tcp_sockets`] (`net/tcp` and
 //!   `net/tcp6` of the process's network namespace), [`ProcFs::listening_ports`],
-//!   [`ProcFs::pid_listening_on`].
+//!   [`ProcFs::pid_listening_on`], [`ProcFs::listeners_on`].
 //! - Mounts: [`ProcFs::cgroup2_mount`], [`ProcFs::tracefs_mount`].
 //! - [`SocketOwners`]: which process (and fd) owns a TCP connection given its addresses.
 //!
@@ -351,27 +351,62 @@ impl ProcFs {
     /// mid-scan are skipped; other per-process errors (e.g. no permission to read a process's fds)
     /// are returned only if no listener was found.
     pub fn pid_listening_on(&self, port: u16) -> Result<Vec<u32>, ProcError> {
+        let mut pids: Vec<u32> = self
+            .listeners_on(&[port], &[])?
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .collect();
+        pids.dedup();
+        Ok(pids)
+    }
+
+    /// (pid, port) for every process listening on one of `ports`, sorted. The fd tables of
+    /// `known` are read first, and a listener one of them holds is not looked for in other
+    /// processes: when the owners are known, the other fd tables of the namespace are not read.
+    /// Errors as for [`ProcFs::pid_listening_on`].
+    pub fn listeners_on(&self, ports: &[u16], known: &[u32]) -> Result<Vec<(u32, u16)>, ProcError> {
         let pids = self.pids()?;
+        let known: HashSet<u32> = known.iter().copied().filter(|p| pids.contains(p)).collect();
         let mut found = Vec::new();
         let mut first_err = None;
         // net/tcp is per namespace, so read it once per namespace, and only read the fd tables
         // of namespaces that have such a listener.
-        for group in self.group_by_netns(&pids) {
+        for mut group in self.group_by_netns(&pids) {
             let Some(table) = self.first_table(&group, &mut first_err) else {
                 continue;
             };
-            let listeners: HashSet<u64> = table
+            // inode → port
+            let listeners: HashMap<u64, u16> = table
                 .iter()
-                .filter(|s| s.state == TCP_LISTEN && s.local.port() == port && s.inode != 0)
-                .map(|s| s.inode)
+                .filter(|s| {
+                    s.state == TCP_LISTEN && ports.contains(&s.local.port()) && s.inode != 0
+                })
+                .map(|s| (s.inode, s.local.port()))
                 .collect();
             if listeners.is_empty() {
                 continue;
             }
+            group.sort_by_key(|p| !known.contains(p));
+            let mut owned_by_known = HashSet::new();
             for &pid in &group {
+                let is_known = known.contains(&pid);
+                if !is_known && listeners.keys().all(|i| owned_by_known.contains(i)) {
+                    break;
+                }
                 match self.socket_inodes(pid) {
-                    Ok(fds) if fds.iter().any(|(i, _)| listeners.contains(i)) => found.push(pid),
-                    Ok(_) => {}
+                    Ok(fds) => {
+                        for (inode, _) in fds {
+                            let Some(&port) = listeners.get(&inode) else {
+                                continue;
+                            };
+                            if is_known {
+                                owned_by_known.insert(inode);
+                            } else if owned_by_known.contains(&inode) {
+                                continue;
+                            }
+                            found.push((pid, port));
+                        }
+                    }
                     Err(e) => note_err(&mut first_err, e),
                 }
             }
@@ -382,6 +417,7 @@ impl ProcFs {
             return Err(e);
         }
         found.sort_unstable();
+        found.dedup();
         Ok(found)
     }
 
@@ -684,20 +720,22 @@ impl SocketOwners {
     }
 }
 
+/// Fake procfs trees for tests (here and in the modules built on [`ProcFs`]).
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::fd::AsRawFd;
+pub(crate) mod testkit {
+    use super::ProcFs;
+    use std::fs;
     use std::os::unix::fs::symlink;
+    use std::path::PathBuf;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A fake procfs tree in a fresh temp directory, removed on drop.
-    struct FakeProc {
-        root: PathBuf,
+    pub(crate) struct FakeProc {
+        pub(crate) root: PathBuf,
     }
 
     impl FakeProc {
-        fn new(tag: &str) -> Self {
+        pub(crate) fn new(tag: &str) -> Self {
             static N: AtomicUsize = AtomicUsize::new(0);
             let root = std::env::temp_dir().join(format!(
                 "brokerscope-procfs-{}-{tag}-{}",
@@ -708,19 +746,19 @@ mod tests {
             fs::create_dir_all(&root).unwrap();
             Self { root }
         }
-        fn file(&self, rel: &str, contents: impl AsRef<[u8]>) -> &Self {
+        pub(crate) fn file(&self, rel: &str, contents: impl AsRef<[u8]>) -> &Self {
             let p = self.root.join(rel);
             fs::create_dir_all(p.parent().unwrap()).unwrap();
             fs::write(p, contents).unwrap();
             self
         }
-        fn link(&self, rel: &str, target: &str) -> &Self {
+        pub(crate) fn link(&self, rel: &str, target: &str) -> &Self {
             let p = self.root.join(rel);
             fs::create_dir_all(p.parent().unwrap()).unwrap();
             symlink(target, p).unwrap();
             self
         }
-        fn proc(&self) -> ProcFs {
+        pub(crate) fn proc(&self) -> ProcFs {
             ProcFs::new(&self.root)
         }
     }
@@ -731,7 +769,22 @@ mod tests {
         }
     }
 
-    const TCP_HEADER: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode                                                     \n";
+    pub(crate) const TCP_HEADER: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode                                                     \n";
+
+    /// One `net/tcp` line: a socket bound to 0.0.0.0:`port` in state LISTEN with this inode.
+    pub(crate) fn tcp_listen_line(slot: usize, port: u16, inode: u64) -> String {
+        format!(
+            "{slot:4}: 00000000:{port:04X} 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 {inode} 1 0000000000000000 100 0 0 10 0\n"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testkit::{FakeProc, TCP_HEADER};
+    use super::*;
+    use std::os::fd::AsRawFd;
+
     const TCP6_HEADER: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
 
     /// The shared namespace of pids 100 and 200 (host-order words: little-endian fixtures).
@@ -1005,6 +1058,31 @@ tracefs /sys/kernel/tracing tracefs rw,nosuid,nodev,noexec,relatime 0 0
             .link("201/fd/3", "socket:[2001]")
             .file("201/net/tcp", host_tcp());
         assert_eq!(p.pid_listening_on(22).unwrap(), [200, 201]);
+    }
+
+    #[test]
+    fn listeners_on_several_ports_skips_known_owners() {
+        let f = fixture();
+        let p = f.proc();
+        assert_eq!(
+            p.listeners_on(&[9092, 22, 1234], &[]).unwrap(),
+            [(100, 9092), (200, 22)]
+        );
+        // A forked worker sharing kafka's listener.
+        f.file("102/comm", "kafka-worker\n")
+            .link("102/ns/net", "net:[4026531840]")
+            .link("102/fd/3", "socket:[1001]")
+            .file("102/net/tcp", host_tcp());
+        assert_eq!(
+            p.listeners_on(&[9092], &[]).unwrap(),
+            [(100, 9092), (102, 9092)]
+        );
+        // Owner known: the other fd tables are not searched for that listener.
+        assert_eq!(p.listeners_on(&[9092], &[100]).unwrap(), [(100, 9092)]);
+        assert_eq!(
+            p.listeners_on(&[9092, 22], &[100]).unwrap(),
+            [(100, 9092), (200, 22)]
+        );
     }
 
     #[test]

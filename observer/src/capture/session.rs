@@ -20,6 +20,7 @@ use tokio::io::unix::AsyncFd;
 use super::{
     CaptureError, Connection, Direction, KernelConfig, KernelCounters, Programs, TargetSpec,
     connections::Table,
+    discover,
     procfs::{ProcFs, SocketOwners},
     records::{self, Chunk, ConnRecordExt, ProcRecordExt, Record},
     targets::{Resolver, Target},
@@ -120,6 +121,9 @@ const HOUSEKEEPING: Duration = Duration::from_millis(100);
 const BATCH: usize = 8192;
 /// Tries to find a connection's owning fd before settling for the listener's pid.
 const OWNER_ATTEMPTS: u8 = 5;
+/// Discovery registers no comm once this many are registered: the kernel's TARGET_COMMS map
+/// holds 256 (observer-ebpf/src/maps.rs), the rest is left to `--process` names.
+const MAX_COMMS: usize = 128;
 
 pub struct CaptureSession {
     /// Registered with the async reactor only while `run` runs (registration needs a runtime).
@@ -131,6 +135,8 @@ struct State {
     programs: Programs,
     resolver: Resolver,
     spec: TargetSpec,
+    /// Comms in the kernel's TARGET_COMMS map (as the kernel keys them: at most 15 bytes).
+    comms: BTreeSet<String>,
     targets: BTreeMap<u32, Target>,
     /// Ports currently enabled in the kernel, and ports seen missing once (removed when twice).
     ports_on: BTreeSet<u16>,
@@ -163,8 +169,20 @@ impl CaptureSession {
         // Resolve before loading, so a typo fails fast with the right message.
         let initial = resolver.resolve(&spec, true)?;
         let mut programs = Programs::load(config.kernel.clone())?;
-        for name in &spec.names {
+        let mut comms = BTreeSet::new();
+        let discovery_comms = if spec.discover {
+            discover::EXEC_COMMS
+        } else {
+            &[]
+        };
+        for name in spec
+            .names
+            .iter()
+            .map(String::as_str)
+            .chain(discovery_comms.iter().copied())
+        {
             programs.add_comm(name)?;
+            comms.insert(comm_key(name));
         }
         let ring = programs.ring.take().expect("ring taken once");
         let capture_cap = config.kernel.capture_cap;
@@ -172,6 +190,7 @@ impl CaptureSession {
             programs,
             resolver,
             spec,
+            comms,
             targets: BTreeMap::new(),
             ports_on: BTreeSet::new(),
             ports_missing: BTreeSet::new(),
@@ -681,6 +700,7 @@ impl State {
                     }
                     continue;
                 }
+                self.wake_on_exec_of(target);
                 sink.event(StreamEvent::TargetAdded { target });
             }
         }
@@ -726,29 +746,27 @@ impl State {
         Ok(())
     }
 
-    /// Targets chosen by pid or name follow new listeners; those chosen only by port do not.
+    /// Targets chosen by pid, name or discovery follow new listeners; those chosen only by port
+    /// do not.
     fn follow_listen_pids(&self, resolved: &[Target]) -> BTreeSet<u32> {
-        let by_port_only: BTreeSet<u32> = resolved
-            .iter()
-            .filter(|t| {
-                !self.spec.pids.contains(&t.pid)
-                    && !self.spec.names.iter().any(|n| self.name_matches(t, n))
-            })
-            .map(|t| t.pid)
-            .collect();
         resolved
             .iter()
+            .filter(|t| t.follow_listen)
             .map(|t| t.pid)
-            .filter(|p| !by_port_only.contains(p))
             .collect()
     }
 
-    fn name_matches(&self, target: &Target, name: &str) -> bool {
-        self.resolver
-            .proc
-            .find_by_name(name)
-            .map(|pids| pids.contains(&target.pid))
-            .unwrap_or(false)
+    /// A discovered broker whose comm is not a known one (a versioned tansu binary, a broker
+    /// found by its port): its restart is caught at exec too, not only at the next scan.
+    fn wake_on_exec_of(&mut self, target: &Target) {
+        if !self.spec.discover || target.kind.is_none() || self.comms.len() >= MAX_COMMS {
+            return;
+        }
+        let key = comm_key(&target.comm);
+        // Best effort: the periodic scan finds the restarted broker anyway.
+        if !key.is_empty() && !self.comms.contains(&key) && self.programs.add_comm(&key).is_ok() {
+            self.comms.insert(key);
+        }
     }
 }
 
@@ -810,6 +828,15 @@ fn emit<S: StreamSink>(
             reset,
         }),
     }
+}
+
+/// A name as the kernel's comm keeps it: at most 15 bytes (cut at a character boundary).
+fn comm_key(name: &str) -> String {
+    let mut end = name.len().min(15);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_owned()
 }
 
 pub fn monotonic_ns() -> u64 {

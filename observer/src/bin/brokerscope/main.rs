@@ -120,6 +120,7 @@ impl TargetArgs {
             pids: self.pids.clone(),
             names: self.names.clone(),
             ports: self.ports.clone(),
+            discover: false,
         }
     }
 }
