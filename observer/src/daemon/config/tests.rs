@@ -825,3 +825,53 @@ fn first_matching_rule_wins() {
     assert_eq!(m.rewrite_destination("orders.1.paid").as_deref(), Some("B"));
     assert_eq!(m.rewrite_destination("payments"), None);
 }
+
+/// docs/configuration.md: the example file loads, and the error messages it quotes are real.
+#[test]
+fn docs_example_is_valid() {
+    let doc = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/configuration.md"
+    ));
+    let example = doc
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a ```toml block");
+    let c = load_file(example, &[]).unwrap();
+    assert_eq!(c.listen.to_string(), "0.0.0.0:9464");
+    assert_eq!(c.targets.processes, ["beam.smp", "mosquitto"]);
+    assert_eq!(c.capture.ring_size, 32 << 20);
+    assert_eq!(c.protocols[&18831], "mqtt");
+    assert_eq!(
+        c.metrics
+            .rewrite_destination("devices/d-17/telemetry")
+            .as_deref(),
+        Some("devices/{device}/telemetry")
+    );
+
+    let quoted = doc
+        .split("```text\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .unwrap();
+    let mut lines = quoted.lines();
+    let ring = Config {
+        capture: CaptureConfig {
+            ring_size: 1000,
+            ..CaptureConfig::default()
+        },
+        ..Config::default()
+    };
+    assert_eq!(lines.next().unwrap(), invalid(&ring));
+    let file_error = load_file(
+        "# brokerscope\n\n[capture]\nring_size = 4096\n\n\nring-size = 1\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    let quoted = lines.next().unwrap();
+    let (_, quoted_rest) = quoted.split_once(", line 7").unwrap();
+    let (_, actual_rest) = file_error.split_once(", line 7").unwrap();
+    assert_eq!(quoted_rest, actual_rest);
+}
