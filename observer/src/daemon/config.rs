@@ -77,7 +77,8 @@ pub struct RunArgs {
     /// The process listening on this TCP port; only this port is captured (repeatable).
     #[arg(long = "port", value_name = "PORT")]
     pub ports: Vec<u16>,
-    /// Do not discover brokers automatically (watch only --pid/--process/--port targets).
+    /// Do not discover brokers automatically (watch only --pid/--process/--port targets);
+    /// the environment variable BROKERSCOPE_DISCOVER=false does the same.
     #[arg(long)]
     pub no_discover: bool,
     /// Decode PORT as SYSTEM (amqp, mqtt, nats, kafka) whatever its first bytes say (repeatable).
