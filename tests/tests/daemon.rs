@@ -92,7 +92,11 @@ fn mosquitto_counts_and_latencies_match_the_clients() {
     check_confirm_latency(&s, &dest, &truth, n);
     assert_eq!(hist_count(&s, "publish_deliver_latency", &dest), n);
     assert_eq!(
-        hist_count(&s, "deliver_settle_latency", &[("outcome", "ack"), ("system", "mqtt")]),
+        hist_count(
+            &s,
+            "deliver_settle_latency",
+            &[("outcome", "ack"), ("system", "mqtt")]
+        ),
         n
     );
     let sys = [("system", "mqtt")];
@@ -100,16 +104,25 @@ fn mosquitto_counts_and_latencies_match_the_clients() {
     assert_eq!(counter(&s, "connections_closed", &sys), 2.0);
     assert_eq!(s.value("brokerscope_connections_active", &sys), Some(0.0));
     assert_eq!(s.value("brokerscope_subscriptions_active", &sys), Some(0.0));
-    assert_eq!(counter(&s, "auth", &[("system", "mqtt"), ("outcome", "success")]), 2.0);
+    assert_eq!(
+        counter(&s, "auth", &[("system", "mqtt"), ("outcome", "success")]),
+        2.0
+    );
     // Gauges are refreshed each second: wait for the tick after the last ack.
     let s = d.scrape_until(Duration::from_secs(5), |s| {
         s.value("brokerscope_messages_in_flight", &sys) == Some(0.0)
-            && s.value("brokerscope_correlations_pending", &[("relation", "deliver_settle")])
-                == Some(0.0)
+            && s.value(
+                "brokerscope_correlations_pending",
+                &[("relation", "deliver_settle")],
+            ) == Some(0.0)
     });
     assert_eq!(s.value("brokerscope_messages_in_flight", &sys), Some(0.0));
     assert_eq!(
-        counter(&s, "correlations_unmatched", &[("relation", "publish_confirm")]),
+        counter(
+            &s,
+            "correlations_unmatched",
+            &[("relation", "publish_confirm")]
+        ),
         0.0
     );
     assert_healthy(&s, "mqtt");
@@ -126,8 +139,16 @@ fn rabbitmq_counts_and_latencies_match_the_clients() {
     let truth = broker.workload("confirm-latency", &[]).json();
     let n = truth["published"].u64().unwrap() as f64;
     assert_eq!(n, 200.0);
-    let published = [("system", "amqp"), ("destination", "amq.default/latency"), ("vhost", "/")];
-    let queue = [("system", "amqp"), ("destination", "latency"), ("vhost", "/")];
+    let published = [
+        ("system", "amqp"),
+        ("destination", "amq.default/latency"),
+        ("vhost", "/"),
+    ];
+    let queue = [
+        ("system", "amqp"),
+        ("destination", "latency"),
+        ("vhost", "/"),
+    ];
     let s = d.scrape_until(SETTLE, |s| {
         hist_count(s, "deliver_settle_latency", &queue) >= n
             && s.value("brokerscope_connections_active", &[("system", "amqp")]) == Some(0.0)
@@ -143,7 +164,10 @@ fn rabbitmq_counts_and_latencies_match_the_clients() {
     assert_eq!(counter(&s, "connections_opened", &sys), 2.0);
     assert_eq!(s.value("brokerscope_channels_active", &sys), Some(0.0));
     assert_eq!(s.value("brokerscope_consumers_active", &sys), Some(0.0));
-    assert_eq!(counter(&s, "auth", &[("system", "amqp"), ("outcome", "success")]), 2.0);
+    assert_eq!(
+        counter(&s, "auth", &[("system", "amqp"), ("outcome", "success")]),
+        2.0
+    );
     assert_eq!(counter(&s, "messages_redelivered", &sys), 0.0);
     assert_healthy(&s, "amqp");
     d.stop();
@@ -188,23 +212,40 @@ fn kafka_counts_latencies_and_lag_match_the_clients() {
     assert_eq!(n, 200.0);
     assert_eq!(truth["acked"].u64(), Some(200));
     let dest = [("system", "kafka"), ("destination", LATENCY_TOPIC)];
-    let s = d.scrape_until(SETTLE, |s| hist_count(s, "deliver_settle_latency", &dest) >= n);
+    let s = d.scrape_until(SETTLE, |s| {
+        hist_count(s, "deliver_settle_latency", &dest) >= n
+    });
     assert_eq!(counter(&s, "messages_published", &dest), n);
     assert_eq!(counter(&s, "messages_confirmed", &dest), n);
     check_confirm_latency(&s, &dest, &truth, n);
-    assert_eq!(counter(&s, "messages_delivered", &dest), n, "fetched records");
-    assert_eq!(counter(&s, "messages_acked", &dest), n, "records covered by commits");
+    assert_eq!(
+        counter(&s, "messages_delivered", &dest),
+        n,
+        "fetched records"
+    );
+    assert_eq!(
+        counter(&s, "messages_acked", &dest),
+        n,
+        "records covered by commits"
+    );
     assert_eq!(hist_count(&s, "publish_deliver_latency", &dest), n);
     assert_eq!(hist_count(&s, "deliver_settle_latency", &dest), n);
     let produce = s
-        .histogram("brokerscope_kafka_request_duration_seconds", &[("api", "Produce")])
+        .histogram(
+            "brokerscope_kafka_request_duration_seconds",
+            &[("api", "Produce")],
+        )
         .expect("Produce request durations");
     assert_eq!(produce.count, n, "one acked produce request per record");
     let group = truth["group"].str().unwrap();
     assert_eq!(
         s.value(
             "brokerscope_kafka_consumer_lag",
-            &[("consumer_group", group), ("destination", LATENCY_TOPIC), ("partition", "0")]
+            &[
+                ("consumer_group", group),
+                ("destination", LATENCY_TOPIC),
+                ("partition", "0")
+            ]
         ),
         Some(0.0),
         "everything was committed"
@@ -223,7 +264,10 @@ fn ten_thousand_topics_stay_within_the_destination_cap() {
     let d = Daemon::start(&["--no-discover", "--pid", &pid, "--max-destinations", "100"]);
     // Names that templating cannot collapse ("t17x" is a word, not an id).
     let truth = broker
-        .workload("topics", &["--count", "10000", "--topic-pattern", "card/t{i}x"])
+        .workload(
+            "topics",
+            &["--count", "10000", "--topic-pattern", "card/t{i}x"],
+        )
         .json();
     let total = truth["published"].u64().unwrap() as f64;
     assert_eq!(total, 10_001.0);
@@ -231,14 +275,19 @@ fn ten_thousand_topics_stay_within_the_destination_cap() {
     let sys = [("system", "mqtt")];
     let s = d.scrape_until(SETTLE, |s| {
         s.sum(published, &sys) >= total
-            && s.value("brokerscope_destinations_overflow_total", &[]).unwrap_or(0.0) > 0.0
+            && s.value("brokerscope_destinations_overflow_total", &[])
+                .unwrap_or(0.0)
+                > 0.0
     });
     assert_eq!(s.sum(published, &sys), total, "no message lost to the cap");
     let series = s.count(published, &sys) as f64;
     assert_eq!(series, cap + 1.0, "cap series plus __overflow__");
     assert_eq!(s.value("brokerscope_destinations", &[]), Some(cap));
     assert_eq!(
-        s.value(published, &[("system", "mqtt"), ("destination", "__overflow__")]),
+        s.value(
+            published,
+            &[("system", "mqtt"), ("destination", "__overflow__")]
+        ),
         Some(10_000.0 - cap)
     );
     assert_eq!(
@@ -247,7 +296,10 @@ fn ten_thousand_topics_stay_within_the_destination_cap() {
     );
     // Numbers in names are templated: 10 000 topics, one series.
     let truth = broker
-        .workload("topics", &["--count", "10000", "--topic-pattern", "room/{i}/temp"])
+        .workload(
+            "topics",
+            &["--count", "10000", "--topic-pattern", "room/{i}/temp"],
+        )
         .json();
     assert_eq!(truth["published"].u64(), Some(10_001));
     let dest = [("system", "mqtt"), ("destination", "room/{n}/temp")];
@@ -268,10 +320,9 @@ fn discovery_needs_no_flags_and_follows_a_broker_restart() {
         d.get("/health").is_ok_and(|(code, body)| {
             let v = Json::parse(&body).expect("health JSON");
             code == 200
-                && v["targets"]
-                    .arr()
-                    .iter()
-                    .any(|t| t["pid"].u64() == Some(u64::from(pid)) && t["kind"].str() == Some("mosquitto"))
+                && v["targets"].arr().iter().any(|t| {
+                    t["pid"].u64() == Some(u64::from(pid)) && t["kind"].str() == Some("mosquitto")
+                })
         })
     };
     assert!(
@@ -279,7 +330,9 @@ fn discovery_needs_no_flags_and_follows_a_broker_restart() {
         "mosquitto {first} not discovered:\n{}",
         d.logs()
     );
-    let truth = broker.workload("confirm-latency", &["--count", "50"]).json();
+    let truth = broker
+        .workload("confirm-latency", &["--count", "50"])
+        .json();
     assert_eq!(truth["published"].u64(), Some(50));
     let dest = [("system", "mqtt"), ("destination", "latency/t")];
     let name = "brokerscope_messages_published_total";
@@ -295,10 +348,16 @@ fn discovery_needs_no_flags_and_follows_a_broker_restart() {
         "restarted mosquitto {second} not picked up:\n{}",
         d.logs()
     );
-    let truth = broker.workload("confirm-latency", &["--count", "50"]).json();
+    let truth = broker
+        .workload("confirm-latency", &["--count", "50"])
+        .json();
     assert_eq!(truth["published"].u64(), Some(50));
     let s = wait_for(&d, name, &dest, 100.0);
-    assert_eq!(s.sum(name, &dest), 100.0, "metrics continue across the restart");
+    assert_eq!(
+        s.sum(name, &dest),
+        100.0,
+        "metrics continue across the restart"
+    );
     assert_eq!(hist_count(&s, "publish_confirm_latency", &dest), 100.0);
 
     // The other endpoints.
@@ -312,8 +371,12 @@ fn discovery_needs_no_flags_and_follows_a_broker_restart() {
     assert_eq!(s.value("brokerscope_build_info", &[]), Some(1.0));
     let logs = d.stop();
     assert!(
-        logs.lines().any(|l| l.contains("watching broker process") && l.contains(&second.to_string())),
+        logs.lines()
+            .any(|l| l.contains("watching broker process") && l.contains(&second.to_string())),
         "JSON logs name the new target:\n{logs}"
     );
-    assert!(logs.lines().all(|l| l.starts_with('{')), "--log-format json:\n{logs}");
+    assert!(
+        logs.lines().all(|l| l.starts_with('{')),
+        "--log-format json:\n{logs}"
+    );
 }

@@ -31,7 +31,10 @@ fn run(c: &mut Correlator, events: &[BrokerEvent]) -> Vec<Observation> {
     out
 }
 
-fn summary(obs: &[Observation]) -> Vec<(Relation, Option<String>, u64, u64, Option<Settlement>)> {
+/// relation, destination, latency (ms), count, settlement
+type Row = (Relation, Option<String>, u64, u64, Option<Settlement>);
+
+fn summary(obs: &[Observation]) -> Vec<Row> {
     obs.iter()
         .map(|o| {
             (

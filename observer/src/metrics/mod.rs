@@ -683,7 +683,7 @@ impl Recorder {
             m.skipped_bytes
                 .get_or_create(&l)
                 .inc_by(d.skipped_bytes.saturating_sub(before.skipped_bytes));
-            self.last_decoders.insert(*system, d.clone());
+            self.last_decoders.insert(*system, *d);
         }
         let p = &self.last_pipeline;
         for (reason, now, before) in [

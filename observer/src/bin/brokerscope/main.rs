@@ -2,6 +2,7 @@
 mod capture;
 mod check;
 mod format;
+mod run;
 mod trace;
 
 use std::process::ExitCode;
@@ -28,6 +29,8 @@ enum Command {
     Capture(capture::CaptureArgs),
     /// Print decoded broker events (publish, deliver, ack, auth, declare, …) as they happen.
     Trace(trace::TraceArgs),
+    /// The daemon: find the brokers, serve Prometheus metrics and health over HTTP.
+    Run(Box<observer::daemon::config::RunArgs>),
 }
 
 /// How the kernel side captures (shared by every subcommand that attaches).
@@ -131,6 +134,7 @@ fn main() -> ExitCode {
         Command::Check => check::run(),
         Command::Capture(args) => capture::run(args),
         Command::Trace(args) => trace::run(args),
+        Command::Run(args) => run::run(*args),
     };
     match result {
         Ok(code) => code,

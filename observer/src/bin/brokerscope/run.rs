@@ -1,0 +1,347 @@
+//! `brokerscope run`: the daemon. Finds the brokers (or takes selectors), captures, decodes,
+//! correlates, and serves `/metrics`, `/healthz`, `/readyz` and `/health` until stopped.
+//!
+//! Threads: this one runs capture → decode → correlate → metrics; the HTTP server has its own
+//! (a busy decode loop never delays a health probe). They share [`Metrics`] (atomics) and a
+//! health snapshot refreshed every second.
+use std::{
+    collections::{BTreeMap, HashMap},
+    process::ExitCode,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use observer::{
+    capture::{CaptureSession, StreamEvent, StreamSink, TargetSpec},
+    correlate::{Correlator, CorrelatorConfig},
+    daemon::{
+        config::{Config, RunArgs},
+        http::{HttpServer, HttpState},
+        logging,
+    },
+    event::{BrokerEvent, EventKind, System},
+    metrics::{Metrics, Recorder, labels::Labeler},
+    protocol::{EventSink, infer::Inference, pipeline::DecodePipeline},
+};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::Usage;
+
+/// How often health counters, gauges and correlation TTLs are brought up to date.
+const TICK: Duration = Duration::from_secs(1);
+/// `/readyz` fails when the capture loop has not ticked for this long.
+const STALL: Duration = Duration::from_secs(10);
+
+/// What the HTTP thread reads.
+struct Shared {
+    metrics: Arc<Metrics>,
+    snapshot: Mutex<serde_json::Value>,
+    started: Instant,
+    /// Milliseconds since `started` of the last capture-loop tick; 0 = not attached yet.
+    last_tick_ms: AtomicU64,
+}
+
+impl HttpState for Shared {
+    fn metrics(&self) -> String {
+        self.metrics.encode()
+    }
+
+    fn health(&self) -> serde_json::Value {
+        let mut v = self.snapshot.lock().expect("snapshot lock").clone();
+        v["uptime_seconds"] = json!(self.started.elapsed().as_secs_f64());
+        v["ready"] = json!(self.ready().is_ok());
+        v
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        let last = self.last_tick_ms.load(Ordering::Relaxed);
+        if last == 0 {
+            return Err("eBPF programs not attached yet".into());
+        }
+        let behind = self.started.elapsed().as_millis() as u64 - last;
+        if behind > STALL.as_millis() as u64 {
+            return Err(format!("capture loop stalled for {behind} ms"));
+        }
+        Ok(())
+    }
+}
+
+/// Decoded events → correlator → metrics.
+struct Observe {
+    recorder: Recorder,
+    correlator: Correlator,
+    events: u64,
+}
+
+impl EventSink for Observe {
+    fn event(&mut self, e: &BrokerEvent) {
+        self.events += 1;
+        self.recorder.event(e);
+        let mut matched = 0;
+        let recorder = &mut self.recorder;
+        self.correlator.observe(e, &mut |o| {
+            matched += 1;
+            recorder.observation(&o);
+        });
+        let settles = matches!(
+            e.kind,
+            EventKind::Confirm | EventKind::Ack | EventKind::Nack | EventKind::Reject
+        );
+        // A settlement of something we never saw still counts as one message (except Kafka
+        // commits: a repeated commit settles nothing new).
+        if matched == 0 && settles && !(e.system == System::Kafka && e.kind == EventKind::Ack) {
+            self.recorder.unmatched_settlement(e);
+        }
+    }
+}
+
+/// Times the decode stage and logs target changes.
+struct Timed<'a, S> {
+    inner: &'a mut S,
+    metrics: &'a Metrics,
+}
+
+impl<S: StreamSink> StreamSink for Timed<'_, S> {
+    fn event(&mut self, event: StreamEvent<'_>) {
+        match &event {
+            StreamEvent::TargetAdded { target } => info!(
+                pid = target.pid,
+                comm = %target.comm,
+                kind = target.kind.map(|k| k.as_str()).unwrap_or("selected"),
+                ports = ?target.ports,
+                "watching broker process"
+            ),
+            StreamEvent::TargetRemoved { pid } => info!(pid, "broker process gone"),
+            _ => {}
+        }
+        let start = Instant::now();
+        self.inner.event(event);
+        self.metrics
+            .decode_seconds
+            .inc_by(start.elapsed().as_secs_f64());
+    }
+}
+
+fn system_named(name: &str) -> Option<System> {
+    match name {
+        "amqp" => Some(System::Amqp),
+        "mqtt" => Some(System::Mqtt),
+        "nats" => Some(System::Nats),
+        "kafka" => Some(System::Kafka),
+        _ => None,
+    }
+}
+
+struct UserRule(observer::daemon::config::DestinationRule);
+
+impl observer::metrics::labels::Rule for UserRule {
+    fn apply(&self, name: &str) -> Option<String> {
+        self.0.apply(name)
+    }
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args).map_err(|e| Usage(e.to_string()))?;
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return Ok(ExitCode::SUCCESS);
+    }
+    logging::init(config.log.format, &config.log.level).map_err(|e| Usage(e.to_string()))?;
+    let spec = TargetSpec {
+        pids: config.targets.pids.clone(),
+        names: config.targets.processes.clone(),
+        ports: config.targets.ports.clone(),
+        discover: config.targets.discover,
+    };
+    if spec.is_empty() {
+        return Err(Usage(
+            "nothing to watch: auto-discovery is off and no --pid, --process or --port was given"
+                .into(),
+        )
+        .into());
+    }
+    let forced: HashMap<u16, System> = config
+        .protocols
+        .iter()
+        .map(|(port, name)| {
+            system_named(name).map(|s| (*port, s)).ok_or_else(|| {
+                Usage(format!(
+                    "protocol {name:?} for port {port}: use amqp, mqtt, nats or kafka"
+                ))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+
+    let metrics = Arc::new(Metrics::new());
+    let shared = Arc::new(Shared {
+        metrics: metrics.clone(),
+        snapshot: Mutex::new(json!({"status": "starting", "version": env!("CARGO_PKG_VERSION")})),
+        started: Instant::now(),
+        last_tick_ms: AtomicU64::new(0),
+    });
+    let server = HttpServer::start(config.listen, shared.clone())?;
+    info!(listen = %server.local_addr(), "serving /metrics, /healthz, /readyz, /health");
+
+    let session_config = observer::capture::session::SessionConfig {
+        kernel: observer::capture::KernelConfig {
+            ring_bytes: config.capture.ring_size,
+            capture_cap: config.capture.capture_cap,
+            track_outgoing: config.capture.outgoing,
+        },
+        ..Default::default()
+    };
+    let mut session = CaptureSession::start(spec, session_config)?;
+    if session.targets().next().is_none() {
+        info!("no broker process found yet; waiting for one to start");
+    }
+    let labeler = Labeler::new(
+        config.metrics.max_destinations,
+        config
+            .metrics
+            .destination_rules
+            .iter()
+            .cloned()
+            .map(|r| {
+                Box::new(UserRule(r)) as Box<dyn observer::metrics::labels::Rule + Send + Sync>
+            })
+            .collect(),
+    );
+    let observe = Observe {
+        recorder: Recorder::new(metrics.clone(), labeler),
+        correlator: Correlator::new(CorrelatorConfig {
+            max_pending: config.correlation.pending_max,
+            ttl_ns: (config.correlation.pending_ttl_seconds * 1e9) as u64,
+        }),
+        events: 0,
+    };
+    let mut pipeline = DecodePipeline::new(Inference::new(forced), observe);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let deadline = config
+        .duration_seconds
+        .map(|s| Instant::now() + Duration::from_secs_f64(s));
+    let result = runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut stopped = false;
+        while !stopped {
+            let tick = async {
+                let mut wait = TICK;
+                if let Some(d) = deadline {
+                    wait = wait.min(d.saturating_duration_since(Instant::now()));
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => false,
+                    _ = tokio::signal::ctrl_c() => true,
+                    _ = term.recv() => true,
+                }
+            };
+            let mut stop_now = false;
+            let stop = async {
+                stop_now = tick.await;
+            };
+            let mut timed = Timed {
+                inner: &mut pipeline,
+                metrics: &metrics,
+            };
+            session.run(&mut timed, stop).await?;
+            stopped = stop_now || deadline.is_some_and(|d| Instant::now() >= d);
+            update(&session, &mut pipeline, &shared);
+        }
+        anyhow::Ok(())
+    });
+    info!("stopping: reading what the kernel still holds");
+    let mut timed = Timed {
+        inner: &mut pipeline,
+        metrics: &metrics,
+    };
+    let _ = session.catch_up(&mut timed, Duration::from_millis(500));
+    session.close_all(&mut timed);
+    update(&session, &mut pipeline, &shared);
+    server.shutdown();
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Brings health counters, gauges and the /health snapshot up to date; expires correlations.
+fn update(session: &CaptureSession, pipeline: &mut DecodePipeline<Observe>, shared: &Shared) {
+    let kernel = match session.kernel_counters() {
+        Ok(k) => Some(k),
+        Err(e) => {
+            warn!(error = %e, "reading kernel counters");
+            None
+        }
+    };
+    let stats = pipeline.stats();
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let observe = pipeline.sink_mut();
+    observe.correlator.expire(now_ns);
+    let targets: Vec<_> = session.targets().collect();
+    observe.recorder.health(
+        kernel.as_ref(),
+        session.stats(),
+        &stats,
+        &observe.correlator,
+        targets.len(),
+    );
+    let corr = observe.correlator.stats();
+    let loss: BTreeMap<&str, u64> = kernel
+        .iter()
+        .flat_map(|k| k.iter())
+        .filter(|(c, _)| {
+            use observer_common::Counter as C;
+            matches!(
+                c,
+                C::ChunksLost | C::BytesLost | C::BytesTruncated | C::ControlLost | C::CopyFailures
+            )
+        })
+        .map(|(c, v)| (c.name(), v))
+        .collect();
+    let s = session.stats();
+    let snapshot = json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "targets": targets.iter().map(|t| json!({
+            "pid": t.pid,
+            "comm": t.comm,
+            "kind": t.kind.map(|k| k.as_str()),
+            "ports": t.ports,
+        })).collect::<Vec<_>>(),
+        "connections": {
+            "open": session.open_connections(),
+            "decoded": stats.connections_decoded.iter().map(|(s, n)| (s.as_str(), *n)).collect::<BTreeMap<_, _>>(),
+            "unknown": stats.connections_unknown,
+            "unsupported": stats.connections_unsupported,
+        },
+        "loss": {
+            "kernel": loss,
+            "gap_bytes_lost": s.gap_bytes_lost,
+            "gap_bytes_truncated": s.gap_bytes_truncated,
+            "gap_bytes_unknown": s.gap_bytes_unknown,
+        },
+        "decoder": {
+            "events": observe.events,
+            "frames": stats.decoder.frames,
+            "malformed": stats.decoder.malformed,
+            "resyncs": stats.decoder.resyncs,
+            "oversize": stats.decoder.oversize,
+        },
+        "correlation": {
+            "evicted": observer::correlate::Relation::ALL.iter().map(|r| (r.as_str(), corr.evicted(*r))).collect::<BTreeMap<_, _>>(),
+            "unmatched": observer::correlate::Relation::ALL.iter().map(|r| (r.as_str(), corr.unmatched(*r))).collect::<BTreeMap<_, _>>(),
+        },
+    });
+    *shared.snapshot.lock().expect("snapshot lock") = snapshot;
+    shared.last_tick_ms.store(
+        (shared.started.elapsed().as_millis() as u64).max(1),
+        Ordering::Relaxed,
+    );
+}
