@@ -13,9 +13,13 @@ use crate::{
     spawn, wait_until,
 };
 
-/// The `brokerscope` binary cargo built next to this test (`cargo xtask test` builds it in its
-/// first step; `cargo build -p observer` does too).
+/// The `brokerscope` binary: `$BROKERSCOPE_BIN` (`cargo xtask test` builds a release binary
+/// and sets it: the daemon shares two cores with the broker and the clients, and a debug
+/// build's decoding would slow them), else the one cargo built next to this test.
 pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("BROKERSCOPE_BIN") {
+        return PathBuf::from(path);
+    }
     let exe = std::env::current_exe().expect("test executable path");
     // target/debug/deps/<test> → target/debug/brokerscope
     let path = exe

@@ -95,11 +95,15 @@ fn test(args: &[String]) -> Result<()> {
             .args(args),
         &mut totals,
     );
-    // End-to-end tests share the kernel, cgroups and brokers: one at a time.
+    // End-to-end tests share the kernel, cgroups and brokers: one at a time. The daemon they
+    // start is a release build, as users run it (a debug build's decoding would compete with
+    // the broker and clients for the CPU and distort latencies).
+    let daemon = procs::release_binary("the test suite")?;
     let end_to_end = run_tests(
         cargo()
             .args(["test", "--package", "tests", "--", "--test-threads=1"])
-            .args(args),
+            .args(args)
+            .env("BROKERSCOPE_BIN", daemon),
         &mut totals,
     );
     println!(

@@ -108,13 +108,7 @@ struct Timed<'a, S> {
 impl<S: StreamSink> StreamSink for Timed<'_, S> {
     fn event(&mut self, event: StreamEvent<'_>) {
         match &event {
-            StreamEvent::TargetAdded { target } => info!(
-                pid = target.pid,
-                comm = %target.comm,
-                kind = target.kind.map(|k| k.as_str()).unwrap_or("selected"),
-                ports = ?target.ports,
-                "watching broker process"
-            ),
+            StreamEvent::TargetAdded { target } => log_target(target),
             StreamEvent::TargetRemoved { pid } => info!(pid, "broker process gone"),
             _ => {}
         }
@@ -124,6 +118,16 @@ impl<S: StreamSink> StreamSink for Timed<'_, S> {
             .decode_seconds
             .inc_by(start.elapsed().as_secs_f64());
     }
+}
+
+fn log_target(target: &observer::capture::targets::Target) {
+    info!(
+        pid = target.pid,
+        comm = %target.comm,
+        kind = target.kind.map(|k| k.as_str()).unwrap_or("selected"),
+        ports = ?target.ports,
+        "watching broker process"
+    );
 }
 
 fn system_named(name: &str) -> Option<System> {
@@ -184,7 +188,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         last_tick_ms: AtomicU64::new(0),
     });
     let server = HttpServer::start(config.listen, shared.clone())?;
-    info!(listen = %server.local_addr(), "serving /metrics, /healthz, /readyz, /health");
 
     let session_config = observer::capture::session::SessionConfig {
         kernel: observer::capture::KernelConfig {
@@ -197,6 +200,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut session = CaptureSession::start(spec, session_config)?;
     if session.targets().next().is_none() {
         info!("no broker process found yet; waiting for one to start");
+    }
+    for target in session.targets() {
+        log_target(target);
     }
     let labeler = Labeler::new(
         config.metrics.max_destinations,
