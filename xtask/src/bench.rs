@@ -2,9 +2,11 @@
 //!
 //! Mosquitto in its own cgroup on a private port; each round a subscriber waits for N QoS 0
 //! messages that `mosquitto_pub -l` pushes as fast as it can. Rounds alternate observer off / on
-//! (`brokerscope capture --pid <broker>`, output discarded) in one run, so drift on a noisy
-//! machine hits both sides alike. Reported: messages per second and broker CPU per message,
-//! medians per side and their ratios, and the observer's own kernel counters (losses).
+//! (`brokerscope capture --pid <broker>`, output discarded; or with `--mode run` the daemon,
+//! `brokerscope run --pid <broker>`, which also decodes, correlates and counts) in one run, so
+//! drift on a noisy machine hits both sides alike. Reported: messages per second and broker CPU
+//! per message, medians per side and their ratios, the observer's own kernel counters (losses)
+//! and, for the daemon, its CPU per message and the publishes its metrics counted.
 use std::{
     fs,
     io::Read,
@@ -24,6 +26,8 @@ pub struct OverheadArgs {
     pub messages: u32,
     pub rounds: u32,
     pub payload: usize,
+    /// Observe with `brokerscope run` instead of `brokerscope capture`.
+    pub daemon: bool,
 }
 
 pub fn overhead(args: &OverheadArgs) -> Result<()> {
@@ -46,16 +50,32 @@ pub fn overhead(args: &OverheadArgs) -> Result<()> {
     let mut on = Vec::new();
     for round in 0..args.rounds * 2 {
         let observed = round % 2 == 1;
-        let observer = if observed {
-            Some(start_observer(&binary, pid)?)
-        } else {
+        let observer = if !observed {
             None
+        } else if args.daemon {
+            Some(start_daemon(&binary, pid)?)
+        } else {
+            Some(start_observer(&binary, pid)?)
         };
-        let (rate, cpu_ns) = one_round(pid, &lines, args.messages)?;
+        let observer_cpu = match &observer {
+            Some(o) => cpu_ns(o.0.id())?,
+            None => 0,
+        };
+        let (rate, cpu_ns_per_msg) = one_round(pid, &lines, args.messages)?;
         let kernel = match observer {
+            Some(obs) if args.daemon => {
+                let used = cpu_ns(obs.0.id())? - observer_cpu;
+                let counted = daemon_counts(u64::from(args.messages))?;
+                stop_observer(obs)?;
+                format!(
+                    "observer {:.0} ns/msg, {counted}",
+                    used as f64 / f64::from(args.messages)
+                )
+            }
             Some(obs) => stop_observer(obs)?,
             None => String::new(),
         };
+        let cpu_ns = cpu_ns_per_msg;
         println!(
             "{round:>5} {:>9} {rate:>12.0} {cpu_ns:>14.0} {kernel}",
             if observed { "on" } else { "off" }
@@ -109,6 +129,66 @@ fn start_observer(binary: &Path, pid: u32) -> Result<Guard> {
     }
     child.stderr = Some(stderr);
     Ok(Guard(child))
+}
+
+const DAEMON_LISTEN: &str = "127.0.0.1:18833";
+
+fn start_daemon(binary: &Path, pid: u32) -> Result<Guard> {
+    let child = Command::new(binary)
+        .args(["run", "--no-discover", "--pid", &pid.to_string()])
+        .args(["--listen", DAEMON_LISTEN])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting brokerscope run")?;
+    let guard = Guard(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get("/readyz")
+        .map(|r| !r.starts_with("HTTP/1.1 200"))
+        .unwrap_or(true)
+    {
+        if Instant::now() > deadline {
+            bail!("brokerscope run not ready within 20 s");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    Ok(guard)
+}
+
+fn http_get(path: &str) -> Result<String> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(DAEMON_LISTEN)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// The daemon's count of published messages and its ring losses, once it caught up.
+fn daemon_counts(messages: u64) -> Result<String> {
+    let value = |text: &str, prefix: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = http_get("/metrics")?;
+        let published = value(&text, "brokerscope_messages_published_total{");
+        let lost = value(
+            &text,
+            "brokerscope_kernel_events_total{counter=\"chunks_lost\"}",
+        );
+        if Instant::now() > deadline || published >= messages {
+            return Ok(format!("published_total={published} chunks_lost={lost}"));
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Stops the observer with SIGINT and returns its kernel counter line.

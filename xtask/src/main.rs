@@ -50,6 +50,10 @@ enum Bench {
         rounds: u32,
         #[arg(long, default_value_t = 64)]
         payload: usize,
+        /// What runs in the observed rounds: `capture` (kernel capture and reassembly only) or
+        /// `run` (the daemon: capture, decode, correlation, metrics).
+        #[arg(long, default_value = "capture", value_parser = ["capture", "run"])]
+        mode: String,
     },
 }
 
@@ -64,11 +68,13 @@ fn main() -> ExitCode {
                     messages,
                     rounds,
                     payload,
+                    mode,
                 },
         } => bench::overhead(&bench::OverheadArgs {
             messages,
             rounds,
             payload,
+            daemon: mode == "run",
         }),
     };
     match result {

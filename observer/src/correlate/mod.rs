@@ -187,6 +187,10 @@ pub struct Correlator {
     inboxes: Pending<Key, Key>,
     /// AMQP consumers that need no acks (conn, consumer tag).
     no_ack: HashMap<(ConnId, String), ()>,
+    /// Publish → deliver: per (publish key hash, receiving connection), the id after the last
+    /// publish matched there. Deliveries to one connection come in publish order, so matching
+    /// resumes there instead of rescanning every identical earlier publish.
+    cursors: HashMap<(u64, ConnId), u64>,
     max_no_ack: usize,
     stats: CorrelatorStats,
 }
@@ -200,6 +204,7 @@ impl Correlator {
             deliveries: table(),
             inboxes: Pending::new(config.max_pending, config.ttl_ns),
             no_ack: HashMap::new(),
+            cursors: HashMap::new(),
             max_no_ack: config.max_pending,
             stats: CorrelatorStats::default(),
         }
@@ -288,6 +293,7 @@ impl Correlator {
                 self.deliveries.remove_scope(conn.0, |_| {});
                 self.inboxes.remove_scope(conn.0, |_| {});
                 self.no_ack.retain(|(c, _), _| *c != conn);
+                self.cursors.retain(|(_, c), _| *c != conn);
             }
             _ => {}
         }
@@ -458,13 +464,20 @@ impl Correlator {
             return false;
         };
         let conn = e.conn.id;
+        let key = Key::Body(dest, fp);
+        let cursor_key = (key_hash(&key), conn);
+        let from = self.cursors.get(&cursor_key).copied().unwrap_or(0);
         let Some(slot) = self
             .published
-            .iter_mut(GLOBAL, &Key::Body(dest, fp))
-            .find(|s| !s.value.delivered_to.contains(&conn))
+            .first_from(GLOBAL, &key, from, |w| !w.delivered_to.contains(&conn))
         else {
             return false;
         };
+        if self.cursors.len() >= self.max_no_ack {
+            // Bounded: losing the cursors only costs a rescan.
+            self.cursors.clear();
+        }
+        self.cursors.insert(cursor_key, slot.id + 1);
         slot.value.matched = true;
         if slot.value.delivered_to.len() < MAX_FANOUT_TRACKED {
             slot.value.delivered_to.push(conn);
@@ -580,6 +593,11 @@ impl Correlator {
             });
         }
     }
+}
+
+fn key_hash(key: &Key) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(key)
 }
 
 /// Labels of an event: system, display destination, vhost.

@@ -17,7 +17,8 @@ pub const GLOBAL: u64 = u64::MAX;
 /// One waiting entry.
 #[derive(Debug)]
 pub struct Slot<V> {
-    id: u64,
+    /// Insertion number: increases with every insert, so entries under a key are in id order.
+    pub id: u64,
     /// Event time (ns since the epoch) of the event that created it.
     pub ts_ns: u64,
     pub value: V,
@@ -122,6 +123,20 @@ impl<K: Hash + Eq + Clone, V> Pending<K, V> {
         self.slots(scope, key)
             .into_iter()
             .flat_map(|s| s.iter_mut())
+    }
+
+    /// The oldest entry under `key` with an id of at least `min_id` that satisfies `pred`
+    /// (found by binary search, then scanning forward).
+    pub fn first_from(
+        &mut self,
+        scope: u64,
+        key: &K,
+        min_id: u64,
+        mut pred: impl FnMut(&V) -> bool,
+    ) -> Option<&mut Slot<V>> {
+        let slots = self.slots(scope, key)?;
+        let start = slots.partition_point(|s| s.id < min_id);
+        slots.range_mut(start..).find(|s| pred(&s.value))
     }
 
     /// Drops every entry of `scope` (a closed connection); returns them to `each`.
