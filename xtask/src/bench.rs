@@ -72,7 +72,14 @@ pub fn overhead(args: &OverheadArgs) -> Result<()> {
                     used as f64 / f64::from(args.messages)
                 )
             }
-            Some(obs) => stop_observer(obs)?,
+            Some(obs) => {
+                let used = cpu_ns(obs.0.id())? - observer_cpu;
+                format!(
+                    "observer {:.0} ns/msg, {}",
+                    used as f64 / f64::from(args.messages),
+                    stop_observer(obs)?
+                )
+            }
             None => String::new(),
         };
         let cpu_ns = cpu_ns_per_msg;

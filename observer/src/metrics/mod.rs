@@ -321,7 +321,11 @@ impl Metrics {
             },
             destinations_overflow: {
                 let f = Counter::default();
-                r.register("destinations_overflow", "Events whose destination went to the __overflow__ series because the cap was reached", f.clone());
+                r.register(
+                    "destinations_overflow",
+                    "Destination names sent to the __overflow__ series because the cap was reached",
+                    f.clone(),
+                );
                 f
             },
             targets: {
@@ -363,10 +367,26 @@ struct ConnGauges {
     kafka_member: bool,
 }
 
+/// The message counters of one destination, resolved once (label building and family
+/// lookups cost more than the decoding of a small message).
+#[derive(Clone)]
+struct DestCounters {
+    published: Counter,
+    published_bytes: Counter,
+    delivered: Counter,
+    delivered_bytes: Counter,
+}
+
+/// Most destinations whose counters are cached per system; the cache restarts when full (the
+/// labeler keeps handing out the same label values).
+const DEST_CACHE: usize = 4096;
+
 /// The decode thread's side of the metrics.
 pub struct Recorder {
     pub metrics: std::sync::Arc<Metrics>,
     labeler: Labeler,
+    event_counters: HashMap<(System, EventKind), Counter>,
+    dest_cache: HashMap<System, HashMap<String, DestCounters>>,
     conns: HashMap<ConnId, ConnGauges>,
     lag: LagTracker,
     last_kernel: [u64; observer_common::Counter::COUNT as usize],
@@ -382,6 +402,8 @@ impl Recorder {
         Self {
             metrics,
             labeler,
+            event_counters: HashMap::new(),
+            dest_cache: HashMap::new(),
             conns: HashMap::new(),
             lag: LagTracker::default(),
             last_kernel: [0; observer_common::Counter::COUNT as usize],
@@ -410,15 +432,58 @@ impl Recorder {
         self.dest_labels(e.system, name.as_deref(), vhost.as_deref())
     }
 
+    /// The message counters of an event's destination, from the cache when possible.
+    fn dest_counters(&mut self, e: &BrokerEvent) -> DestCounters {
+        let d = e.destination.as_ref();
+        let amqp_key;
+        let key: &str = match d {
+            None => "",
+            Some(d) if e.system == System::Amqp => {
+                let name = destination_name(d).unwrap_or_default();
+                amqp_key = format!("{}\u{0}{name}", d.vhost.as_deref().unwrap_or(""));
+                &amqp_key
+            }
+            Some(d) => d
+                .topic
+                .as_deref()
+                .or(d.subject.as_deref())
+                .or(d.queue.as_deref())
+                .unwrap_or(""),
+        };
+        if let Some(c) = self.dest_cache.get(&e.system).and_then(|m| m.get(key)) {
+            return c.clone();
+        }
+        let key = key.to_owned();
+        let l = self.event_labels(e);
+        let m = &self.metrics;
+        let c = DestCounters {
+            published: m.published.get_or_create(&l).clone(),
+            published_bytes: m.published_bytes.get_or_create(&l).clone(),
+            delivered: m.delivered.get_or_create(&l).clone(),
+            delivered_bytes: m.delivered_bytes.get_or_create(&l).clone(),
+        };
+        let cache = self.dest_cache.entry(e.system).or_default();
+        if cache.len() >= DEST_CACHE {
+            cache.clear();
+        }
+        cache.insert(key, c.clone());
+        c
+    }
+
     /// Counts one event.
     pub fn event(&mut self, e: &BrokerEvent) {
         let m = self.metrics.clone();
         let messages = u64::from(e.record_count.unwrap_or(1));
-        m.events
-            .get_or_create(&vec![
-                ("system", e.system.as_str().to_owned()),
-                ("kind", e.kind.as_str().to_owned()),
-            ])
+        self.event_counters
+            .entry((e.system, e.kind))
+            .or_insert_with(|| {
+                m.events
+                    .get_or_create(&vec![
+                        ("system", e.system.as_str().to_owned()),
+                        ("kind", e.kind.as_str().to_owned()),
+                    ])
+                    .clone()
+            })
             .inc();
         let conn = self.conns.entry(e.conn.id).or_default();
         conn.system.get_or_insert(e.system);
@@ -492,19 +557,16 @@ impl Recorder {
                 }
             }
             EventKind::Publish => {
-                let l = self.event_labels(e);
-                m.published.get_or_create(&l).inc_by(messages);
-                m.published_bytes
-                    .get_or_create(&l)
-                    .inc_by(e.body_size.unwrap_or(0));
+                let c = self.dest_counters(e);
+                c.published.inc_by(messages);
+                c.published_bytes.inc_by(e.body_size.unwrap_or(0));
             }
             EventKind::Deliver => {
-                let l = self.event_labels(e);
-                m.delivered.get_or_create(&l).inc_by(messages);
-                m.delivered_bytes
-                    .get_or_create(&l)
-                    .inc_by(e.body_size.unwrap_or(0));
+                let c = self.dest_counters(e);
+                c.delivered.inc_by(messages);
+                c.delivered_bytes.inc_by(e.body_size.unwrap_or(0));
                 if e.redelivered == Some(true) || e.dup == Some(true) {
+                    let l = self.event_labels(e);
                     m.redelivered.get_or_create(&l).inc_by(messages);
                 }
                 if let (Some(count), Some(d)) = (e.message_count, &e.destination)
