@@ -148,3 +148,131 @@ fn check_passes_on_this_host_as_root() {
         );
     }
 }
+
+fn run_with(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_brokerscope"));
+    cmd.arg("run").args(args);
+    for var in [
+        "BROKERSCOPE_CONFIG",
+        "BROKERSCOPE_LISTEN",
+        "BROKERSCOPE_MAX_DESTINATIONS",
+        "BROKERSCOPE_DISCOVER",
+        "BROKERSCOPE_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("run brokerscope run")
+}
+
+/// `run --print-config`: defaults ← file ← environment ← flags, printed as TOML that loads back.
+#[test]
+fn run_print_config_shows_precedence() {
+    let dir = std::env::temp_dir().join(format!("brokerscope-cli-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("brokerscope.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:9999\"\n[metrics]\nmax_destinations = 11\n[correlation]\npending_max = 7\n",
+    )
+    .unwrap();
+    let file_arg = file.to_str().unwrap();
+    let o = run_with(
+        &[
+            "--config",
+            file_arg,
+            "--print-config",
+            "--max-destinations",
+            "33",
+        ],
+        &[
+            ("BROKERSCOPE_MAX_DESTINATIONS", "22"),
+            ("BROKERSCOPE_LISTEN", "127.0.0.1:8888"),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let printed = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        printed.contains("listen = \"127.0.0.1:8888\""),
+        "env beats file:\n{printed}"
+    );
+    assert!(
+        printed.contains("max_destinations = 33"),
+        "flag beats env:\n{printed}"
+    );
+    assert!(
+        printed.contains("pending_max = 7"),
+        "file beats default:\n{printed}"
+    );
+    assert!(
+        printed.contains("discover = true"),
+        "discovery is on by default:\n{printed}"
+    );
+    // What it printed is a valid configuration file with the same effect.
+    std::fs::write(&file, &printed).unwrap();
+    let again = run_with(&["--config", file_arg, "--print-config"], &[]);
+    assert_eq!(String::from_utf8_lossy(&again.stdout), printed);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn run_bad_configuration_is_a_usage_error() {
+    let dir = std::env::temp_dir().join(format!("brokerscope-cli-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "[metrics]\nmax_destination = 5\n").unwrap();
+    let o = run_with(&["--config", file.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("bad.toml") && err.contains("max_destination"),
+        "{err}"
+    );
+
+    let o = run_with(&["--config", "/nonexistent/brokerscope.toml"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("/nonexistent/brokerscope.toml"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = run_with(&["--ring-size", "1000"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("ring"), "{}", stderr(&o));
+
+    let o = run_with(&["--protocol", "5672=smtp"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("smtp"), "{}", stderr(&o));
+
+    let o = run_with(&["--no-discover"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("nothing to watch"), "{}", stderr(&o));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The daemon without privileges says which capabilities are missing (and does not serve).
+#[test]
+fn unprivileged_daemon_names_missing_capabilities() {
+    if !is_root() || Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("needs root and setpriv (util-linux) to drop privileges");
+        return;
+    }
+    let o = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_brokerscope"))
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    for cap in ["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"] {
+        assert!(err.contains(cap), "{err}");
+    }
+}
