@@ -170,6 +170,64 @@ fn rabbitmq_counts_and_latencies_match_the_clients() {
     );
     assert_eq!(counter(&s, "messages_redelivered", &sys), 0.0);
     assert_healthy(&s, "amqp");
+
+    // Nack + requeue, the redelivery, basic.get, declares; then a refused login.
+    let full = broker.workload("full", &[]).json();
+    let bad = broker.workload("badlogin", &[]).json();
+    assert_eq!(bad["auth_failed"].bool(), Some(true));
+    let topic_q = [("system", "amqp"), ("destination", "bs.topic.q")];
+    let s = d.scrape_until(SETTLE, |s| {
+        counter(s, "auth_failures", &sys) >= 1.0
+            && s.value("brokerscope_connections_active", &sys) == Some(0.0)
+    });
+    assert_eq!(
+        counter(&s, "messages_nacked", &topic_q),
+        full["nacked"].f64().unwrap()
+    );
+    assert_eq!(
+        counter(&s, "messages_redelivered", &topic_q),
+        full["redelivered"].f64().unwrap()
+    );
+    assert_eq!(
+        hist_count(
+            &s,
+            "deliver_settle_latency",
+            &[("system", "amqp"), ("outcome", "nack")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        counter(&s, "messages_acked", &sys),
+        n + full["acked"].f64().unwrap(),
+        "every ack of both workloads"
+    );
+    let published_full = full["published_total"].f64().unwrap();
+    assert_eq!(counter(&s, "messages_published", &sys), n + published_full);
+    assert_eq!(
+        counter(&s, "messages_confirmed", &sys),
+        n + full["confirms"].f64().unwrap()
+    );
+    // Redeliveries are not time-in-broker observations: one per first delivery.
+    let first_deliveries =
+        counter(&s, "messages_delivered", &sys) - full["redelivered"].f64().unwrap();
+    assert_eq!(
+        hist_count(&s, "publish_deliver_latency", &sys),
+        first_deliveries
+    );
+    assert_eq!(counter(&s, "auth_failures", &sys), 1.0);
+    assert_eq!(
+        counter(&s, "auth", &[("system", "amqp"), ("outcome", "failure")]),
+        1.0
+    );
+    assert_eq!(
+        s.value(
+            "brokerscope_queue_messages",
+            &[("system", "amqp"), ("destination", "bs.orders")]
+        ),
+        Some(0.0),
+        "queue depth from get-ok"
+    );
+    assert_healthy(&s, "amqp");
     d.stop();
 }
 
