@@ -12,6 +12,20 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// brokerscope as user nobody with no capabilities at all.
+fn as_nobody() -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+    ])
+    .arg(env!("CARGO_BIN_EXE_brokerscope"));
+    cmd
+}
+
 fn is_root() -> bool {
     // SAFETY: no arguments.
     unsafe { libc::geteuid() == 0 }
@@ -92,15 +106,7 @@ fn unprivileged_run_names_missing_capabilities() {
         eprintln!("needs root and setpriv (util-linux) to drop privileges");
         return;
     }
-    let o = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-        ])
-        .arg(env!("CARGO_BIN_EXE_brokerscope"))
+    let o = as_nobody()
         .args(["capture", "--pid", "1"])
         .output()
         .unwrap();
@@ -109,18 +115,7 @@ fn unprivileged_run_names_missing_capabilities() {
     for cap in ["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"] {
         assert!(err.contains(cap), "{err}");
     }
-    let o = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-        ])
-        .arg(env!("CARGO_BIN_EXE_brokerscope"))
-        .arg("check")
-        .output()
-        .unwrap();
+    let o = as_nobody().arg("check").output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("privileges") && out.contains("FAIL"), "{out}");
@@ -258,15 +253,7 @@ fn unprivileged_daemon_names_missing_capabilities() {
         eprintln!("needs root and setpriv (util-linux) to drop privileges");
         return;
     }
-    let o = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-        ])
-        .arg(env!("CARGO_BIN_EXE_brokerscope"))
+    let o = as_nobody()
         .args(["run", "--listen", "127.0.0.1:0"])
         .output()
         .unwrap();
