@@ -25,7 +25,7 @@
 pub mod lag;
 pub mod pending;
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use pending::{GLOBAL, Pending, Slot};
 
@@ -81,9 +81,10 @@ impl Settlement {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Labels {
     pub system: System,
-    /// Display name of the destination (see [`crate::metrics::destination_name`]).
-    pub destination: Option<String>,
-    pub vhost: Option<String>,
+    /// Display name of the destination (see [`crate::metrics::destination_name`]); shared,
+    /// since every waiting entry and observation carries it.
+    pub destination: Option<Arc<str>>,
+    pub vhost: Option<Arc<str>>,
 }
 
 /// One measured latency.
@@ -140,8 +141,8 @@ enum Key {
     ChannelSeq(u32, u64),
     /// MQTT packet id.
     PacketId(u32),
-    /// Destination identity + body fingerprint.
-    Body(String, u64),
+    /// Destination identity (hashed) + body fingerprint.
+    Body(u64, u64),
     /// Kafka topic/partition.
     TopicPartition(String, i32),
     /// JetStream delivery: stream, consumer, stream sequence, consumer sequence.
@@ -465,7 +466,7 @@ impl Correlator {
         };
         let conn = e.conn.id;
         let key = Key::Body(dest, fp);
-        let cursor_key = (key_hash(&key), conn);
+        let cursor_key = (dest ^ fp.rotate_left(17), conn);
         let from = self.cursors.get(&cursor_key).copied().unwrap_or(0);
         let Some(slot) = self
             .published
@@ -595,11 +596,6 @@ impl Correlator {
     }
 }
 
-fn key_hash(key: &Key) -> u64 {
-    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-    BuildHasherDefault::<DefaultHasher>::default().hash_one(key)
-}
-
 /// Labels of an event: system, display destination, vhost.
 fn labels(e: &BrokerEvent) -> Labels {
     Labels {
@@ -607,24 +603,33 @@ fn labels(e: &BrokerEvent) -> Labels {
         destination: e
             .destination
             .as_ref()
-            .and_then(crate::metrics::destination_name),
-        vhost: e.destination.as_ref().and_then(|d| d.vhost.clone()),
+            .and_then(crate::metrics::destination_name)
+            .map(Arc::from),
+        vhost: e
+            .destination
+            .as_ref()
+            .and_then(|d| d.vhost.as_deref())
+            .map(Arc::from),
     }
 }
 
 /// The destination identity publishes and deliveries share (not the display name: an AMQP
 /// delivery's queue is not in its publish).
-fn dest_key(e: &BrokerEvent) -> Option<String> {
+/// Hashed: a 64-bit collision between two destinations with equal fingerprints is negligible,
+/// and hashing avoids an allocation per message.
+fn dest_key(e: &BrokerEvent) -> Option<u64> {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let hasher = BuildHasherDefault::<DefaultHasher>::default();
     let d = e.destination.as_ref()?;
     match e.system {
         System::Amqp => {
             let x = d.exchange.as_deref()?;
             let rk = d.routing_key.as_deref().unwrap_or("");
             let vhost = d.vhost.as_deref().unwrap_or("");
-            Some(format!("{vhost}\u{0}{x}\u{0}{rk}"))
+            Some(hasher.hash_one((vhost, x, rk)))
         }
-        System::Mqtt => d.topic.clone(),
-        System::Nats => d.subject.clone(),
+        System::Mqtt => d.topic.as_deref().map(|t| hasher.hash_one(t)),
+        System::Nats => d.subject.as_deref().map(|t| hasher.hash_one(t)),
         System::Kafka => None,
     }
 }

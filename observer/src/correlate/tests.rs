@@ -39,7 +39,7 @@ fn summary(obs: &[Observation]) -> Vec<Row> {
         .map(|o| {
             (
                 o.relation,
-                o.labels.destination.clone(),
+                o.labels.destination.as_deref().map(String::from),
                 o.latency_ns / MS,
                 o.count,
                 o.settlement,

@@ -377,6 +377,16 @@ struct DestCounters {
     delivered_bytes: Counter,
 }
 
+/// Where one kind of observation goes, resolved once.
+#[derive(Clone)]
+struct ObsHandles {
+    relation: Relation,
+    settlement: Option<crate::correlate::Settlement>,
+    labels: crate::correlate::Labels,
+    counter: Option<Counter>,
+    histogram: Histogram,
+}
+
 /// Most destinations whose counters are cached per system; the cache restarts when full (the
 /// labeler keeps handing out the same label values).
 const DEST_CACHE: usize = 4096;
@@ -386,6 +396,8 @@ pub struct Recorder {
     pub metrics: std::sync::Arc<Metrics>,
     labeler: Labeler,
     event_counters: HashMap<(System, EventKind), Counter>,
+    /// Observation handles by a hash of their labels (checked on use).
+    obs_cache: HashMap<u64, ObsHandles>,
     dest_cache: HashMap<System, HashMap<String, DestCounters>>,
     conns: HashMap<ConnId, ConnGauges>,
     lag: LagTracker,
@@ -403,6 +415,7 @@ impl Recorder {
             metrics,
             labeler,
             event_counters: HashMap::new(),
+            obs_cache: HashMap::new(),
             dest_cache: HashMap::new(),
             conns: HashMap::new(),
             lag: LagTracker::default(),
@@ -646,40 +659,74 @@ impl Recorder {
 
     /// Records one correlation result.
     pub fn observation(&mut self, o: &Observation) {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let l = &o.labels;
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one((
+            o.relation,
+            o.settlement,
+            l.system,
+            l.destination.as_deref(),
+            l.vhost.as_deref(),
+        ));
+        let cached = self.obs_cache.get(&hash).filter(|c| {
+            c.relation == o.relation && c.settlement == o.settlement && c.labels == o.labels
+        });
+        let handles = match cached {
+            Some(c) => c.clone(),
+            None => {
+                let c = self.observation_handles(o);
+                if self.obs_cache.len() >= DEST_CACHE {
+                    self.obs_cache.clear();
+                }
+                self.obs_cache.insert(hash, c.clone());
+                c
+            }
+        };
+        if let Some(counter) = &handles.counter {
+            counter.inc_by(o.count);
+        }
+        let seconds = o.latency_ns as f64 / 1e9;
+        for _ in 0..o.count.min(100_000) {
+            handles.histogram.observe(seconds);
+        }
+    }
+
+    /// The counter and histogram an observation goes to (the slow path: labels and lookups).
+    fn observation_handles(&mut self, o: &Observation) -> ObsHandles {
         let m = self.metrics.clone();
         let mut l = self.dest_labels(
             o.labels.system,
             o.labels.destination.as_deref(),
             o.labels.vhost.as_deref(),
         );
-        let seconds = o.latency_ns as f64 / 1e9;
-        let family = match o.relation {
+        let (counter, family) = match o.relation {
             Relation::PublishConfirm => {
-                match o.settlement {
-                    Some(crate::correlate::Settlement::Ack) => {
-                        m.confirmed.get_or_create(&l).inc_by(o.count)
-                    }
-                    _ => m.publish_failed.get_or_create(&l).inc_by(o.count),
+                let counter = match o.settlement {
+                    Some(crate::correlate::Settlement::Ack) => &m.confirmed,
+                    _ => &m.publish_failed,
                 };
-                &m.publish_confirm
+                (Some(counter.get_or_create(&l).clone()), &m.publish_confirm)
             }
-            Relation::PublishDeliver => &m.publish_deliver,
+            Relation::PublishDeliver => (None, &m.publish_deliver),
             Relation::DeliverSettle => {
                 let s = o.settlement.unwrap_or(crate::correlate::Settlement::Ack);
-                match s {
+                let counter = match s {
                     crate::correlate::Settlement::Ack => &m.acked,
                     crate::correlate::Settlement::Nack => &m.nacked,
                     crate::correlate::Settlement::Reject => &m.rejected,
                 }
                 .get_or_create(&l)
-                .inc_by(o.count);
+                .clone();
                 l.push(("outcome", s.as_str().to_owned()));
-                &m.deliver_settle
+                (Some(counter), &m.deliver_settle)
             }
         };
-        let h = family.get_or_create(&l);
-        for _ in 0..o.count.min(100_000) {
-            h.observe(seconds);
+        ObsHandles {
+            relation: o.relation,
+            settlement: o.settlement,
+            labels: o.labels.clone(),
+            counter,
+            histogram: family.get_or_create(&l).clone(),
         }
     }
 
