@@ -105,6 +105,116 @@ pub struct RunArgs {
     /// Stop after this many seconds (else at Ctrl-C / SIGTERM).
     #[arg(long, value_name = "SECONDS")]
     pub duration: Option<f64>,
+    /// Export synthesized spans over OTLP (also on when an OTLP endpoint is configured).
+    #[arg(long)]
+    pub spans: bool,
+    /// OTLP endpoint, e.g. http://collector:4317 (gRPC) or http://collector:4318 (HTTP)
+    /// [default: OTEL_EXPORTER_OTLP_ENDPOINT, else the protocol's localhost default].
+    #[arg(long, env = "BROKERSCOPE_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP transport: grpc or http/protobuf [default: OTEL_EXPORTER_OTLP_PROTOCOL, else grpc].
+    #[arg(long, env = "BROKERSCOPE_OTLP_PROTOCOL", value_name = "PROTOCOL")]
+    pub otlp_protocol: Option<String>,
+    /// Fraction of messages whose spans are exported, decided from the trace id [default: 1].
+    #[arg(long, env = "BROKERSCOPE_SPAN_SAMPLE_RATIO", value_name = "RATIO")]
+    pub span_sample_ratio: Option<f64>,
+    /// Always export spans of messages slower than this, in milliseconds, whatever the ratio.
+    #[arg(long, env = "BROKERSCOPE_SPAN_KEEP_SLOWER_THAN", value_name = "MS")]
+    pub span_keep_slower_than: Option<f64>,
+    /// Write audit records to this file (rotated by size; mode 0600).
+    #[arg(long, env = "BROKERSCOPE_AUDIT_FILE", value_name = "PATH")]
+    pub audit_file: Option<PathBuf>,
+    /// Write audit records to standard output.
+    #[arg(long)]
+    pub audit_stdout: bool,
+    /// Rotate the audit file when it reaches this size [default: 104857600].
+    #[arg(long, env = "BROKERSCOPE_AUDIT_MAX_BYTES", value_name = "BYTES")]
+    pub audit_max_bytes: Option<u64>,
+    /// Rotated audit files kept [default: 5].
+    #[arg(long, env = "BROKERSCOPE_AUDIT_KEEP", value_name = "N")]
+    pub audit_keep: Option<usize>,
+    /// `basic` (connections, logins, access, resources) or `full` (also every publish).
+    #[arg(long, env = "BROKERSCOPE_AUDIT_LEVEL", value_name = "LEVEL")]
+    pub audit_level: Option<AuditLevelName>,
+}
+
+/// How much the audit trail records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditLevelName {
+    /// Connections, logins, access denials, resources, consumers, subscriptions, ACLs, config.
+    #[default]
+    Basic,
+    /// Also one record per published message (never its body).
+    Full,
+}
+
+/// `[spans]`: synthesized OpenTelemetry spans.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpansConfig {
+    /// Export spans (also implied by an endpoint here or in OTEL_EXPORTER_OTLP_ENDPOINT).
+    pub enabled: bool,
+    /// OTLP endpoint; absent: OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, else localhost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// `grpc` or `http/protobuf`; absent: OTEL_EXPORTER_OTLP_PROTOCOL, else grpc.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// Fraction of messages exported (0..=1), decided from the trace id.
+    pub sample_ratio: f64,
+    /// Messages slower than this (ms) are always exported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_slower_than_ms: Option<f64>,
+    /// Messages that failed (nack, reject, refused) are always exported.
+    pub keep_errors: bool,
+    /// Spans waiting for export at most; more are dropped and counted.
+    pub queue: usize,
+    /// `service.name` of the spans' resource (OTEL_SERVICE_NAME overrides).
+    pub service_name: String,
+}
+
+impl Default for SpansConfig {
+    fn default() -> Self {
+        SpansConfig {
+            enabled: false,
+            endpoint: None,
+            protocol: None,
+            sample_ratio: 1.0,
+            keep_slower_than_ms: None,
+            keep_errors: true,
+            queue: 8192,
+            service_name: "brokerscope".into(),
+        }
+    }
+}
+
+/// `[audit]`: the audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// File to write (rotated); absent and `stdout` false: no audit trail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// Write to standard output instead of a file.
+    pub stdout: bool,
+    /// Rotate at this size in bytes.
+    pub max_bytes: u64,
+    /// Rotated files kept.
+    pub keep: usize,
+    pub level: AuditLevelName,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            file: None,
+            stdout: false,
+            max_bytes: 100 << 20,
+            keep: 5,
+            level: AuditLevelName::Basic,
+        }
+    }
 }
 
 /// One `--protocol PORT=SYSTEM` flag, e.g. `5673=amqp`.
@@ -172,6 +282,8 @@ pub struct Config {
     pub protocols: BTreeMap<u16, String>,
     pub metrics: MetricsConfig,
     pub correlation: CorrelationConfig,
+    pub spans: SpansConfig,
+    pub audit: AuditConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -233,6 +345,8 @@ impl Default for Config {
             protocols: BTreeMap::new(),
             metrics: MetricsConfig::default(),
             correlation: CorrelationConfig::default(),
+            spans: SpansConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -439,6 +553,37 @@ impl Config {
         if let Some(d) = args.duration {
             self.duration_seconds = Some(d);
         }
+        if args.spans {
+            self.spans.enabled = true;
+        }
+        if let Some(e) = &args.otlp_endpoint {
+            self.spans.endpoint = Some(e.clone());
+            self.spans.enabled = true;
+        }
+        if let Some(p) = &args.otlp_protocol {
+            self.spans.protocol = Some(p.clone());
+        }
+        if let Some(r) = args.span_sample_ratio {
+            self.spans.sample_ratio = r;
+        }
+        if let Some(ms) = args.span_keep_slower_than {
+            self.spans.keep_slower_than_ms = Some(ms);
+        }
+        if let Some(f) = &args.audit_file {
+            self.audit.file = Some(f.clone());
+        }
+        if args.audit_stdout {
+            self.audit.stdout = true;
+        }
+        if let Some(b) = args.audit_max_bytes {
+            self.audit.max_bytes = b;
+        }
+        if let Some(k) = args.audit_keep {
+            self.audit.keep = k;
+        }
+        if let Some(l) = args.audit_level {
+            self.audit.level = l;
+        }
     }
 
     /// Checks every value; the error names the setting (file key and flag), the value, and what
@@ -550,6 +695,53 @@ impl Config {
                 format!(
                     "must be a number of seconds above 0 (default {DEFAULT_PENDING_TTL_SECONDS})"
                 ),
+            );
+        }
+        let ratio = self.spans.sample_ratio;
+        if !(0.0..=1.0).contains(&ratio) {
+            return invalid(
+                "spans.sample_ratio (--span-sample-ratio)",
+                ratio.to_string(),
+                "must be between 0 and 1 (1 exports every message)".into(),
+            );
+        }
+        if let Some(ms) = self.spans.keep_slower_than_ms
+            && !(ms.is_finite() && ms >= 0.0)
+        {
+            return invalid(
+                "spans.keep_slower_than_ms (--span-keep-slower-than)",
+                ms.to_string(),
+                "must be a number of milliseconds, 0 or more".into(),
+            );
+        }
+        if let Some(p) = &self.spans.protocol
+            && !matches!(p.as_str(), "grpc" | "http/protobuf" | "http")
+        {
+            return invalid(
+                "spans.protocol (--otlp-protocol)",
+                p.clone(),
+                "use grpc or http/protobuf".into(),
+            );
+        }
+        if self.spans.queue == 0 {
+            return invalid(
+                "spans.queue",
+                "0".into(),
+                "must be at least 1 (default 8192)".into(),
+            );
+        }
+        if self.audit.file.is_some() && self.audit.stdout {
+            return invalid(
+                "audit.stdout (--audit-stdout)",
+                "true".into(),
+                "choose one audit sink: a file (--audit-file) or standard output".into(),
+            );
+        }
+        if self.audit.max_bytes < 4096 {
+            return invalid(
+                "audit.max_bytes (--audit-max-bytes)",
+                self.audit.max_bytes.to_string(),
+                "must be at least 4096 bytes (default 104857600)".into(),
             );
         }
         if let Some(d) = self.duration_seconds
