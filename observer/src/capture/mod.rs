@@ -6,10 +6,12 @@
 //! - `discover`: which processes are brokers (process rules, well-known ports).
 //! - `targets`: what the user asked for (`--pid`, `--process`, `--port`, discovery) resolved to
 //!   processes.
+//! - `container`: the container id and Kubernetes pod of a process, from /proc.
 //! - `connections`: socket cookie → connection (pid, fd, addresses, times) and its two streams.
 //! - `session`: the loop that reads the ring and turns records into [`StreamEvent`]s.
 //! - `preflight`: privilege and kernel-feature checks (`brokerscope check`).
 pub mod connections;
+pub mod container;
 pub mod discover;
 pub mod preflight;
 pub mod procfs;
