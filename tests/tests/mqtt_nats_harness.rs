@@ -392,3 +392,55 @@ fn workloads_fail_loudly_without_a_broker() {
     }
     assert!(t0.elapsed() < Duration::from_secs(30));
 }
+
+/// The NATS audit scenario: a user denied publish and subscribe on audit.secret gets a
+/// Permissions Violation for each and stays connected; a wrong password is refused.
+#[test]
+fn nats_audit_scenario() {
+    require_root();
+    let cgroup = Cgroup::create("nats-audit");
+    let server = NatsServer::start_with_permissions(
+        &cgroup,
+        USER,
+        PASSWORD,
+        Some(r#"publish: { deny: ["audit.secret"] }, subscribe: { deny: ["audit.secret"] }"#),
+    );
+    let j = server.workload("audit", &[]).json();
+    eprintln!("nats audit: {j:?}");
+    let steps = j["steps"].arr();
+    let got: Vec<(&str, Option<&str>, &str)> = steps
+        .iter()
+        .map(|s| {
+            (
+                s["op"].str().unwrap(),
+                s["subject"].str(),
+                s["outcome"].str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("connect", None, "success"),
+            ("subscribe", Some("audit.ok"), "success"),
+            ("publish", Some("audit.ok"), "success"),
+            ("publish", Some("audit.secret"), "failure"),
+            ("subscribe", Some("audit.secret"), "failure"),
+            ("close", None, "success"),
+            ("connect", None, "failure"),
+        ]
+    );
+    for (i, what) in [(3, "publish to"), (4, "subscription to")] {
+        assert_eq!(steps[i]["error"].str(), Some("Permissions Violation"));
+        // As nats-py reports the server's -ERR: lowercased.
+        let reported = steps[i]["reported"].str().unwrap();
+        assert!(
+            reported.contains(&format!(
+                "permissions violation for {what} \"audit.secret\""
+            )),
+            "{reported}"
+        );
+    }
+    assert_eq!(j["delivered"].strs(), ["audit.ok"]);
+    assert_eq!(j["password_canary"].str(), Some(CANARY));
+}
