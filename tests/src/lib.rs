@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod metrics;
 pub mod mosquitto;
 pub mod nats;
+pub mod otlp;
 pub mod rabbitmq;
 pub mod tansu;
 use std::{

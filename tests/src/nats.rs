@@ -68,6 +68,19 @@ impl NatsServer {
     /// Like [`NatsServer::start`], from a config file with `authorization { user, password }`
     /// and `jetstream { store_dir }`: only `user`/`password` may connect.
     pub fn start_with_user(cgroup: &Cgroup, user: &str, password: &str) -> Self {
+        Self::start_with_permissions(cgroup, user, password, None)
+    }
+
+    /// Like [`NatsServer::start_with_user`], the user with `permissions` (the inside of a NATS
+    /// `permissions { … }` block, e.g. `publish: { deny: ["audit.secret"] }`) when given: a
+    /// client that publishes or subscribes where it may not gets `-ERR 'Permissions Violation
+    /// for Publish to "…"'` (or `… for Subscription to …`) and stays connected.
+    pub fn start_with_permissions(
+        cgroup: &Cgroup,
+        user: &str,
+        password: &str,
+        permissions: Option<&str>,
+    ) -> Self {
         let (n, dir) = scratch();
         let port = free_port();
         let q = |s: &str| {
@@ -83,11 +96,14 @@ impl NatsServer {
              listen: \"127.0.0.1:{port}\"\n\
              log_file: \"{log}\"\n\
              jetstream {{\n  store_dir: \"{store}\"\n}}\n\
-             authorization {{\n  user: {user}\n  password: {password}\n}}\n",
+             authorization {{\n  users = [\n    {{ user: {user}, password: {password}{perms} }}\n  ]\n}}\n",
             log = dir.join("nats-server.log").display(),
             store = dir.join("jetstream").display(),
             user = q(user),
             password = q(password),
+            perms = permissions
+                .map(|p| format!(", permissions: {{ {p} }}"))
+                .unwrap_or_default(),
         );
         let conf_path = dir.join("nats-server.conf");
         fs::write(&conf_path, conf).unwrap();

@@ -244,6 +244,96 @@ impl RabbitMq {
         run_with_timeout(&mut cmd, None, timeout)
     }
 
+    /// Runs `rabbitmqctl ARGS` (bounded by 30 s) and panics, naming `what`, the command and its
+    /// output, unless it succeeds. Returns stdout.
+    pub fn ctl_ok(&self, what: &str, args: &[&str]) -> String {
+        const CTL_TIMEOUT: Duration = Duration::from_secs(30);
+        match self.ctl(args, CTL_TIMEOUT) {
+            Ok(out) if out.status.success() => out.stdout,
+            Ok(out) => panic!(
+                "{what}: rabbitmqctl -n {} {} failed ({}):\n{}{}\n(broker log: {})",
+                self.node,
+                args.join(" "),
+                out.status,
+                out.stdout,
+                out.stderr,
+                self.log_path().display()
+            ),
+            Err(e) => panic!(
+                "{what}: {e} (rabbitmqctl bounded by {CTL_TIMEOUT:?}; broker log: {})",
+                self.log_path().display()
+            ),
+        }
+    }
+
+    /// `rabbitmqctl add_vhost NAME`.
+    pub fn add_vhost(&self, name: &str) {
+        self.ctl_ok(&format!("add vhost {name:?}"), &["add_vhost", name]);
+    }
+
+    /// `rabbitmqctl add_user USER PASSWORD`, then, when given, `set_permissions -p VHOST USER
+    /// CONFIGURE WRITE READ` (regular expressions; `"^$"` grants nothing, `".*"` everything).
+    /// A new user has no tags and no permissions anywhere else.
+    pub fn add_user(
+        &self,
+        user: &str,
+        password: &str,
+        vhost_permissions: Option<(&str, &str, &str, &str)>,
+    ) {
+        assert!(
+            !user.starts_with('-') && !password.starts_with('-'),
+            "add_user: a leading '-' would be read as an option by rabbitmqctl"
+        );
+        self.ctl_ok(&format!("add user {user:?}"), &["add_user", user, password]);
+        if let Some((vhost, configure, write, read)) = vhost_permissions {
+            self.set_permissions(user, vhost, configure, write, read);
+        }
+    }
+
+    /// `rabbitmqctl set_permissions -p VHOST USER CONFIGURE WRITE READ`.
+    pub fn set_permissions(
+        &self,
+        user: &str,
+        vhost: &str,
+        configure: &str,
+        write: &str,
+        read: &str,
+    ) {
+        self.ctl_ok(
+            &format!("permissions of {user:?} on vhost {vhost:?}"),
+            &["set_permissions", "-p", vhost, user, configure, write, read],
+        );
+    }
+
+    /// `rabbitmqctl set_user_tags USER TAGS…` (e.g. `administrator`).
+    pub fn set_user_tags(&self, user: &str, tags: &[&str]) {
+        let mut args = vec!["set_user_tags", user];
+        args.extend(tags);
+        self.ctl_ok(&format!("tags of {user:?}"), &args);
+    }
+
+    /// `amqp://USER:PASSWORD@127.0.0.1:PORT/VHOST` (user, password and vhost percent-encoded).
+    pub fn amqp_url_for(&self, user: &str, password: &str, vhost: &str) -> String {
+        let enc = |s: &str| {
+            s.bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect::<String>()
+        };
+        format!(
+            "amqp://{}:{}@127.0.0.1:{}/{}",
+            enc(user),
+            enc(password),
+            self.port,
+            enc(vhost)
+        )
+    }
+
     /// Runs a workload scenario against this broker (client in the test's own cgroup).
     pub fn workload(&self, scenario: &str, extra: &[&str]) -> Workload {
         run_workload(&self.amqp_url(), scenario, extra, None)

@@ -192,6 +192,51 @@ fn mosquitto_with_password_refuses_a_wrong_one() {
     assert_gone(&cgroup, pid, "mosquitto");
 }
 
+/// The audit scenario against an ACL granting audit/ok and denying audit/secret: the PUBLISH to
+/// audit/secret refused (3.1.1: acknowledged and dropped; 5.0: PUBACK 0x87), and a wrong
+/// password. Mosquitto 2.0's acl_file grants the SUBSCRIBE to audit/secret (it checks reads at
+/// delivery, not subscriptions).
+#[test]
+fn mosquitto_audit_scenario() {
+    require_root();
+    let cgroup = Cgroup::create("mqtt-audit");
+    let acl = format!("user {USER}\ntopic readwrite audit/ok\ntopic deny audit/secret\n");
+    let broker = Mosquitto::start_with_acl(&cgroup, USER, PASSWORD, &acl);
+    assert_eq!(fs::read_to_string(broker.acl_file().unwrap()).unwrap(), acl);
+    for (protocol, publish_denied, bad) in [("311", 0, 5), ("5", 0x87, 0x87)] {
+        let j = broker.workload("audit", &["--protocol", protocol]).json();
+        eprintln!("mqtt audit {protocol}: {j:?}");
+        let steps = j["steps"].arr();
+        let got: Vec<(&str, Option<&str>, u64, &str)> = steps
+            .iter()
+            .map(|s| {
+                (
+                    s["op"].str().unwrap(),
+                    s["topic"].str(),
+                    s["rc"].u64().unwrap_or(0),
+                    s["outcome"].str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("connect", None, 0, "success"),
+                ("subscribe", Some("audit/ok"), 1, "success"),
+                ("subscribe", Some("audit/secret"), 1, "success"),
+                ("publish", Some("audit/ok"), 0, "success"),
+                ("publish", Some("audit/secret"), publish_denied, "failure"),
+                ("disconnect", None, 0, "success"),
+                ("connect", None, bad, "failure"),
+            ]
+        );
+        assert_eq!(j["delivered"].strs(), ["audit/ok"]);
+        assert_eq!(j["password_canary"].str(), Some(CANARY));
+    }
+    let log = fs::read_to_string(broker.log_path()).unwrap();
+    assert!(log.contains("Denied PUBLISH"), "{log}");
+}
+
 fn check_core(j: &Json, n: u64) {
     assert_eq!(j["scenario"].str(), Some("core"));
     assert_eq!(j["ok"].bool(), Some(true));
@@ -346,4 +391,56 @@ fn workloads_fail_loudly_without_a_broker() {
         );
     }
     assert!(t0.elapsed() < Duration::from_secs(30));
+}
+
+/// The NATS audit scenario: a user denied publish and subscribe on audit.secret gets a
+/// Permissions Violation for each and stays connected; a wrong password is refused.
+#[test]
+fn nats_audit_scenario() {
+    require_root();
+    let cgroup = Cgroup::create("nats-audit");
+    let server = NatsServer::start_with_permissions(
+        &cgroup,
+        USER,
+        PASSWORD,
+        Some(r#"publish: { deny: ["audit.secret"] }, subscribe: { deny: ["audit.secret"] }"#),
+    );
+    let j = server.workload("audit", &[]).json();
+    eprintln!("nats audit: {j:?}");
+    let steps = j["steps"].arr();
+    let got: Vec<(&str, Option<&str>, &str)> = steps
+        .iter()
+        .map(|s| {
+            (
+                s["op"].str().unwrap(),
+                s["subject"].str(),
+                s["outcome"].str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("connect", None, "success"),
+            ("subscribe", Some("audit.ok"), "success"),
+            ("publish", Some("audit.ok"), "success"),
+            ("publish", Some("audit.secret"), "failure"),
+            ("subscribe", Some("audit.secret"), "failure"),
+            ("close", None, "success"),
+            ("connect", None, "failure"),
+        ]
+    );
+    for (i, what) in [(3, "publish to"), (4, "subscription to")] {
+        assert_eq!(steps[i]["error"].str(), Some("Permissions Violation"));
+        // As nats-py reports the server's -ERR: lowercased.
+        let reported = steps[i]["reported"].str().unwrap();
+        assert!(
+            reported.contains(&format!(
+                "permissions violation for {what} \"audit.secret\""
+            )),
+            "{reported}"
+        );
+    }
+    assert_eq!(j["delivered"].strs(), ["audit.ok"]);
+    assert_eq!(j["password_canary"].str(), Some(CANARY));
 }

@@ -210,3 +210,124 @@ fn amqp_workload_fails_loudly_without_a_broker() {
     );
     assert!(t0.elapsed() < Duration::from_secs(20));
 }
+
+/// The users, vhosts and permissions the audit tests set up, and the `audit` scenario's ground
+/// truth against them: a login with declare/bind/purge/delete, a wrong password (403), a
+/// queue.declare without configure rights (channel closed, 403) and a vhost without access
+/// (connection closed, 530).
+#[test]
+fn rabbitmq_audit_scenario() {
+    require_root();
+    let cgroup = Cgroup::create("rabbitmq-audit");
+    let broker = RabbitMq::start(&cgroup);
+    broker.add_vhost("audit-v");
+    broker.add_user("audit-admin", "admin-pw", Some(("/", ".*", ".*", ".*")));
+    broker.set_user_tags("audit-admin", &["administrator"]);
+    broker.add_user(
+        "audit-limited",
+        "limited-pw",
+        Some(("audit-v", "^$", ".*", ".*")),
+    );
+    let users = broker.ctl_ok("list users", &["list_users", "-q"]);
+    assert!(
+        users.contains("audit-admin") && users.contains("audit-limited"),
+        "{users}"
+    );
+    let perms = broker.ctl_ok(
+        "permissions",
+        &["list_user_permissions", "-q", "audit-limited"],
+    );
+    assert!(
+        perms
+            .lines()
+            .any(|l| l.split_whitespace().eq(["audit-v", "^$", ".*", ".*"])),
+        "{perms}"
+    );
+    assert_eq!(
+        broker.amqp_url_for("audit-admin", "p@ss", "/"),
+        format!("amqp://audit-admin:p%40ss@127.0.0.1:{}/%2F", broker.port)
+    );
+
+    let j = broker
+        .workload(
+            "audit",
+            &[
+                "--user",
+                "audit-admin",
+                "--password",
+                "admin-pw",
+                "--limited-user",
+                "audit-limited",
+                "--limited-password",
+                "limited-pw",
+                "--limited-vhost",
+                "audit-v",
+            ],
+        )
+        .json();
+    eprintln!("audit ground truth: {j:?}");
+    let steps = j["steps"].arr();
+    let ops: Vec<(&str, &str)> = steps
+        .iter()
+        .map(|s| (s["op"].str().unwrap(), s["outcome"].str().unwrap()))
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            ("login", "success"),
+            ("exchange.declare", "success"),
+            ("queue.declare", "success"),
+            ("queue.bind", "success"),
+            ("basic.publish", "success"),
+            ("queue.purge", "success"),
+            ("queue.delete", "success"),
+            ("exchange.delete", "success"),
+            ("close", "success"),
+            ("login", "failure"),
+            ("login", "success"),
+            ("queue.declare", "failure"),
+            ("close", "success"),
+            ("login", "failure"),
+        ]
+    );
+    let code = |i: usize| {
+        (
+            steps[i]["user"].str(),
+            steps[i]["vhost"].str(),
+            steps[i]["reply_code"].u64(),
+            steps[i]["reply_text"].str(),
+        )
+    };
+    assert_eq!(
+        code(9),
+        (
+            Some("audit-admin"),
+            Some("/"),
+            Some(403),
+            Some("ACCESS_REFUSED")
+        )
+    );
+    assert_eq!(steps[11]["queue"].str(), Some("audit.denied"));
+    assert_eq!(
+        (steps[11]["reply_code"].u64(), steps[11]["reply_text"].str()),
+        (Some(403), Some("ACCESS_REFUSED"))
+    );
+    assert_eq!(steps[10]["vhost"].str(), Some("audit-v"));
+    assert_eq!(
+        code(13),
+        (
+            Some("audit-limited"),
+            Some("/"),
+            Some(530),
+            Some("NOT_ALLOWED")
+        )
+    );
+    assert_eq!(j["purged"].u64(), Some(3));
+    assert_eq!(j["logins_failed"].u64(), Some(2));
+    assert_eq!(j["failures"].u64(), Some(3));
+    // Nothing is left behind in either vhost.
+    for vhost in ["/", "audit-v"] {
+        let queues = broker.ctl_ok("queues", &["list_queues", "-q", "-p", vhost, "name"]);
+        assert!(!queues.contains("audit."), "{vhost}: {queues}");
+    }
+}
