@@ -5,6 +5,7 @@
 //! decoder per protocol) → `event` (BrokerEvent, one vocabulary) → sinks (`render` for
 //! `trace`, later metrics, spans and audit). `daemon` holds what `brokerscope run` needs around
 //! that flow: configuration, logging, the HTTP endpoints.
+pub mod audit;
 pub mod capture;
 pub mod correlate;
 pub mod daemon;

@@ -263,3 +263,169 @@ fn unprivileged_daemon_names_missing_capabilities() {
         assert!(err.contains(cap), "{err}");
     }
 }
+
+/// A small rotated audit log: `audit.jsonl.1` (older) and `audit.jsonl`.
+fn audit_log(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("bs-cli-audit-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let rec = |time: &str, action: &str, outcome: &str, user: &str, text: &str| {
+        let reason = if text.is_empty() {
+            String::new()
+        } else {
+            format!(
+                r#","reason":{{"code":403,"text":{}}}"#,
+                serde_json::json!(text)
+            )
+        };
+        format!(
+            r#"{{"time":"{time}","node":"n1","event":{{"action":"{action}","outcome":"{outcome}"}},"messaging":{{"system":"rabbitmq"}},"user":{{"name":"{user}"}},"resource":{{"type":"queue","name":"orders"}}{reason},"connection":"c1","protocol_method":"queue.declare"}}"#
+        )
+    };
+    let file = dir.join("audit.jsonl");
+    std::fs::write(
+        dir.join("audit.jsonl.1"),
+        rec(
+            "2026-05-01T10:00:00.000000000Z",
+            "queue.created",
+            "success",
+            "alice",
+            "",
+        ) + "\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &file,
+        [
+            rec(
+                "2026-05-01T11:00:00.000000000Z",
+                "access.denied",
+                "failure",
+                "bob",
+                "ACCESS_REFUSED - \"x\", refused",
+            ),
+            rec(
+                "2026-05-01T12:00:00.000000000Z",
+                "queue.deleted",
+                "success",
+                "alice",
+                "",
+            ),
+        ]
+        .join("\n")
+            + "\n",
+    )
+    .unwrap();
+    (dir, file)
+}
+
+#[test]
+fn audit_query_and_export_read_the_rotated_log() {
+    let (dir, file) = audit_log("ok");
+    let file = file.to_str().unwrap();
+    let o = brokerscope(&["audit", "query", "--file", file]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    let actions: Vec<String> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]["action"].to_string()
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "\"queue.created\"",
+            "\"access.denied\"",
+            "\"queue.deleted\""
+        ]
+    );
+
+    let o = brokerscope(&[
+        "audit", "query", "--file", file, "--action", "queue.*", "--user", "alice",
+    ]);
+    assert_eq!(String::from_utf8(o.stdout).unwrap().lines().count(), 2);
+    let o = brokerscope(&[
+        "audit",
+        "query",
+        "--file",
+        file,
+        "--outcome",
+        "failure",
+        "--system",
+        "amqp",
+        "--since",
+        "2026-05-01T10:30:00Z",
+        "--until",
+        "2026-05-01T11:30:00+00:00",
+    ]);
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains("\"bob\""));
+    // Relative times: everything in the log is older than 15 minutes.
+    let o = brokerscope(&["audit", "query", "--file", file, "--since", "15m"]);
+    assert!(o.status.success());
+    assert!(o.stdout.is_empty());
+
+    let o = brokerscope(&["audit", "export", "--format", "csv", "--file", file]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let csv = String::from_utf8(o.stdout).unwrap();
+    let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 4, "{csv}");
+    assert!(
+        lines[0].starts_with("time,node,event.action,event.outcome,messaging.system,user.name")
+    );
+    assert!(
+        csv.contains("\"ACCESS_REFUSED - \"\"x\"\", refused\""),
+        "{csv}"
+    );
+
+    let o = brokerscope(&[
+        "audit",
+        "export",
+        "--format",
+        "json",
+        "--file",
+        file,
+        "--action",
+        "access.denied",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["reason"]["code"], 403);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn audit_bad_input_exits_2_with_what_to_do() {
+    let (dir, file) = audit_log("bad");
+    let file = file.to_str().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["audit", "query", "--file", file, "--since", "yesterday"],
+            "RFC 3339",
+        ),
+        (
+            &["audit", "export", "--format", "xml", "--file", file],
+            "use json or csv",
+        ),
+        (
+            &["audit", "query", "--file", file, "--outcome", "maybe"],
+            "success, failure or unknown",
+        ),
+        (
+            &["audit", "query", "--file", file, "--system", "redis"],
+            "rabbitmq",
+        ),
+        (
+            &["audit", "query", "--file", "/nonexistent/audit.jsonl"],
+            "--file",
+        ),
+    ];
+    for (args, hint) in cases {
+        let o = brokerscope(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(hint), "{args:?}: {}", stderr(&o));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

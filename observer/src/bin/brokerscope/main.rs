@@ -1,4 +1,5 @@
 //! The `brokerscope` command line: one file per subcommand.
+mod audit;
 mod capture;
 mod check;
 mod format;
@@ -31,6 +32,8 @@ enum Command {
     Trace(trace::TraceArgs),
     /// The daemon: find the brokers, serve Prometheus metrics and health over HTTP.
     Run(Box<observer::daemon::config::RunArgs>),
+    /// Read the audit log: `query` (JSON lines) or `export --format json|csv`, with filters.
+    Audit(audit::AuditArgs),
 }
 
 /// How the kernel side captures (shared by every subcommand that attaches).
@@ -135,6 +138,7 @@ fn main() -> ExitCode {
         Command::Capture(args) => capture::run(args),
         Command::Trace(args) => trace::run(args),
         Command::Run(args) => run::run(*args),
+        Command::Audit(args) => audit::run(args),
     };
     match result {
         Ok(code) => code,
