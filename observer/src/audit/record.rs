@@ -14,8 +14,8 @@
 //!   requests (sent with no-wait) ends those with outcome `unknown`. A broker `basic.cancel`
 //!   is recorded at once. An error that ends no held request is `access.denied` for 403/530 and
 //!   not recorded otherwise.
-//! - MQTT: CONNACK is the login record (0x05 / 0x87 not authorized → `access.denied`, any other
-//!   refusal → `user.authentication.failure`). Each SUBSCRIBE / UNSUBSCRIBE filter is held by
+//! - MQTT: CONNACK is the login record (any refusal → `user.authentication.failure`, its code in
+//!   `reason`). Each SUBSCRIBE / UNSUBSCRIBE filter is held by
 //!   packet id until the SUBACK / UNSUBACK reason code for its position (≥ 0x80 is a failure,
 //!   0x87 `access.denied`; MQTT 3 UNSUBACK has none: success). A PUBACK/PUBREC or a broker
 //!   DISCONNECT with 0x87 is `access.denied`.
@@ -669,9 +669,10 @@ pub fn from_event(e: &BrokerEvent, ctx: &AuditContext, level: AuditLevel) -> Vec
         EventKind::Auth => {
             st.remember_user(e.conn.id, &e.user);
             let failed = e.outcome == Some(Outcome::Failure);
-            let action = if failed && e.system == System::Mqtt && mqtt_denied(e.reply_code) {
-                "access.denied"
-            } else if failed {
+            // A refused login is an authentication failure whatever its code: brokers answer
+            // a wrong password with "not authorized" (Mosquitto: CONNACK 5 / 0x87) as often as
+            // with "bad user name or password"; the code stays in `reason`.
+            let action = if failed {
                 "user.authentication.failure"
             } else {
                 "user.authentication.success"

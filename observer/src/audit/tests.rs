@@ -184,8 +184,8 @@ fn logins_success_failure_and_denial_per_protocol() {
             pair("user.authentication.success", "success"),
             pair("user.authentication.failure", "failure"),
             pair("user.authentication.failure", "failure"),
-            pair("access.denied", "failure"),
-            pair("access.denied", "failure"),
+            pair("user.authentication.failure", "failure"),
+            pair("user.authentication.failure", "failure"),
             pair("user.authentication.failure", "failure"),
             pair("user.authentication.failure", "failure"),
         ]

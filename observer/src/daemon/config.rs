@@ -133,7 +133,7 @@ pub struct RunArgs {
     /// Rotated audit files kept [default: 5].
     #[arg(long, env = "BROKERSCOPE_AUDIT_KEEP", value_name = "N")]
     pub audit_keep: Option<usize>,
-    /// `basic` (connections, logins, access, resources) or `full` (also every publish).
+    /// `standard` (connections, logins, access, resources) or `full` (also every publish).
     #[arg(long, env = "BROKERSCOPE_AUDIT_LEVEL", value_name = "LEVEL")]
     pub audit_level: Option<AuditLevelName>,
 }
@@ -144,7 +144,7 @@ pub struct RunArgs {
 pub enum AuditLevelName {
     /// Connections, logins, access denials, resources, consumers, subscriptions, ACLs, config.
     #[default]
-    Basic,
+    Standard,
     /// Also one record per published message (never its body).
     Full,
 }
@@ -212,7 +212,7 @@ impl Default for AuditConfig {
             stdout: false,
             max_bytes: 100 << 20,
             keep: 5,
-            level: AuditLevelName::Basic,
+            level: AuditLevelName::Standard,
         }
     }
 }

@@ -108,6 +108,11 @@ pub struct Metrics {
     pub destinations_overflow: Counter,
     pub targets: Gauge,
     pub build_info: Gauges,
+    pub audit_records: Counter,
+    pub audit_errors: Counter,
+    pub spans_exported: Counter,
+    pub spans_dropped: Counter,
+    pub span_export_errors: Counter,
     pub scrapes: AtomicU64,
 }
 
@@ -132,6 +137,11 @@ impl Metrics {
         }
         fn g(r: &mut Registry, name: &str, help: &str) -> Gauges {
             let f = Gauges::default();
+            r.register(name, help, f.clone());
+            f
+        }
+        fn plain(r: &mut Registry, name: &str, help: &str) -> Counter {
+            let f = Counter::default();
             r.register(name, help, f.clone());
             f
         }
@@ -334,6 +344,27 @@ impl Metrics {
                 f
             },
             build_info: g(&mut r, "build_info", "Build information (always 1)"),
+            audit_records: plain(&mut r, "audit_records", "Audit records written"),
+            audit_errors: plain(
+                &mut r,
+                "audit_write_errors",
+                "Audit records or flushes that failed to write",
+            ),
+            spans_exported: plain(
+                &mut r,
+                "spans_exported",
+                "Spans accepted by the OTLP receiver",
+            ),
+            spans_dropped: plain(
+                &mut r,
+                "spans_dropped",
+                "Spans dropped because the export queue was full",
+            ),
+            span_export_errors: plain(
+                &mut r,
+                "span_export_errors",
+                "OTLP export requests that failed",
+            ),
             scrapes: AtomicU64::new(0),
             registry: r,
         };

@@ -14,11 +14,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use observer::audit::{AuditContext, AuditLevel, AuditSink, Workload, from_event};
 use observer::{
     capture::{CaptureSession, StreamEvent, StreamSink, TargetSpec},
     correlate::{Correlator, CorrelatorConfig},
     daemon::{
-        config::{Config, RunArgs},
+        config::{AuditLevelName, Config, RunArgs},
         http::{HttpServer, HttpState},
         logging,
     },
@@ -70,10 +71,20 @@ impl HttpState for Shared {
     }
 }
 
-/// Decoded events → correlator → metrics.
+/// The audit trail: events → records → file or stdout.
+struct Audit {
+    context: AuditContext,
+    level: AuditLevel,
+    sink: AuditSink,
+    /// Sink totals already added to the metrics.
+    counted: (u64, u64),
+}
+
+/// Decoded events → correlator → metrics (and audit records).
 struct Observe {
     recorder: Recorder,
     correlator: Correlator,
+    audit: Option<Audit>,
     events: u64,
 }
 
@@ -81,6 +92,9 @@ impl EventSink for Observe {
     fn event(&mut self, e: &BrokerEvent) {
         self.events += 1;
         self.recorder.event(e);
+        if let Some(a) = &self.audit {
+            a.sink.write_all(&from_event(e, &a.context, a.level));
+        }
         let mut matched = 0;
         let recorder = &mut self.recorder;
         self.correlator.observe(e, &mut |o| {
@@ -118,6 +132,64 @@ impl<S: StreamSink> StreamSink for Timed<'_, S> {
             .decode_seconds
             .inc_by(start.elapsed().as_secs_f64());
     }
+}
+
+/// The audit trail the configuration asks for, if any.
+fn audit_trail(config: &Config) -> anyhow::Result<Option<Audit>> {
+    let a = &config.audit;
+    let sink = match (&a.file, a.stdout) {
+        (Some(path), _) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot create the audit directory {}: {e}; create it or choose another --audit-file",
+                        dir.display()
+                    )
+                })?;
+            }
+            AuditSink::file(path, a.max_bytes, a.keep)?
+        }
+        (None, true) => AuditSink::stdout(),
+        (None, false) => return Ok(None),
+    };
+    let proc = observer::capture::procfs::ProcFs::default();
+    let workload_proc = proc.clone();
+    let context = AuditContext::new(host_name())
+        .with_executable(move |pid| {
+            std::fs::read_link(proc.root().join(pid.to_string()).join("exe"))
+                .ok()
+                .map(|p| p.display().to_string())
+        })
+        .with_workload(move |pid| {
+            let c = observer::capture::container::container_of(&workload_proc, pid);
+            (!c.is_empty()).then_some(Workload {
+                container_id: c.id,
+                pod_name: c.pod_name,
+                pod_namespace: c.pod_namespace,
+            })
+        });
+    let level = match a.level {
+        AuditLevelName::Standard => AuditLevel::Standard,
+        AuditLevelName::Full => AuditLevel::Full,
+    };
+    info!(
+        sink = a.file.as_ref().map_or("stdout".into(), |p| p.display().to_string()),
+        level = ?level,
+        "writing audit records"
+    );
+    Ok(Some(Audit {
+        context,
+        level,
+        sink,
+        counted: (0, 0),
+    }))
+}
+
+/// This node's name (audit `node`, span resource `host.name`).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 fn log_target(target: &observer::capture::targets::Target) {
@@ -216,12 +288,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             })
             .collect(),
     );
+    let audit = audit_trail(&config)?;
     let observe = Observe {
         recorder: Recorder::new(metrics.clone(), labeler),
         correlator: Correlator::new(CorrelatorConfig {
             max_pending: config.correlation.pending_max,
             ttl_ns: (config.correlation.pending_ttl_seconds * 1e9) as u64,
         }),
+        audit,
         events: 0,
     };
     let mut pipeline = DecodePipeline::new(Inference::new(forced), observe);
@@ -269,6 +343,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let _ = session.catch_up(&mut timed, Duration::from_millis(500));
     session.close_all(&mut timed);
     update(&session, &mut pipeline, &shared);
+    if let Some(a) = &pipeline.sink().audit {
+        // Requests still waiting for an answer are recorded with outcome unknown.
+        a.sink.write_all(&a.context.flush_pending(u64::MAX));
+        if let Err(e) = a.sink.flush() {
+            warn!(error = %e, "flushing the audit trail");
+        }
+    }
     server.shutdown();
     result?;
     Ok(ExitCode::SUCCESS)
@@ -290,6 +371,13 @@ fn update(session: &CaptureSession, pipeline: &mut DecodePipeline<Observe>, shar
         .unwrap_or(0);
     let observe = pipeline.sink_mut();
     observe.correlator.expire(now_ns);
+    if let Some(a) = &mut observe.audit {
+        let (records, errors) = (a.sink.records(), a.sink.errors());
+        let m = &shared.metrics;
+        m.audit_records.inc_by(records - a.counted.0);
+        m.audit_errors.inc_by(errors - a.counted.1);
+        a.counted = (records, errors);
+    }
     let targets: Vec<_> = session.targets().collect();
     observe.recorder.health(
         kernel.as_ref(),
