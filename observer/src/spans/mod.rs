@@ -4,6 +4,8 @@
 //!   observers on different nodes agree without talking; the deterministic sampling decision;
 //! - `synth`: [`Synthesizer`], events + correlator observations → [`Span`]s (`send`,
 //!   `deliver`, `process`), attributes per the messaging semantic conventions;
+//! - `export`: [`SpanPipeline`], a synthesizer in front of a bounded queue and an OTLP
+//!   exporter (gRPC or HTTP/protobuf) on its own thread; [`SpanConfig`], [`SpanStats`].
 //!
 //! Use: build the correlator with `keeping_message_info(true)`, then per event
 //!
@@ -14,9 +16,11 @@
 //! });
 //! spans.observe_event(e, awaits);
 //! ```
+pub mod export;
 pub mod ids;
 pub mod synth;
 
+pub use export::{OtlpProtocol, ResourceInfo, SpanConfig, SpanPipeline, SpanStats};
 pub use synth::{Sampling, Span, SynthStats, Synthesizer};
 
 /// Why the span pipeline could not start.

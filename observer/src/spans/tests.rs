@@ -469,3 +469,5 @@ fn without_message_info_observations_make_no_spans_and_are_counted() {
     assert!(spans.is_empty());
     assert_eq!(synth.stats().no_start, 1);
 }
+
+mod export_tests;
