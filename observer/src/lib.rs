@@ -13,4 +13,5 @@ pub mod event;
 pub mod metrics;
 pub mod protocol;
 pub mod render;
+pub mod spans;
 pub mod stream;

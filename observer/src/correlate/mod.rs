@@ -3,6 +3,8 @@
 //! - this file: [`Correlator`] — publish → confirm, publish → deliver (time in the broker) and
 //!   deliver → ack/nack/reject (consumer processing time), per protocol;
 //! - `pending`: the bounded, TTL'd tables the correlator waits in;
+//! - `message`: [`MessageInfo`], the start event of an observation, kept on request
+//!   ([`Correlator::keeping_message_info`]) for sinks that describe single messages (spans);
 //! - `lag`: Kafka consumer lag from the wire.
 //!
 //! How each relation is matched:
@@ -23,10 +25,12 @@
 //! Entries of a connection leave when it closes (its unconfirmed publishes and unacked
 //! deliveries can no longer be settled on it).
 pub mod lag;
+pub mod message;
 pub mod pending;
 
 use std::{collections::HashMap, sync::Arc};
 
+pub use message::MessageInfo;
 use pending::{GLOBAL, Pending, Slot};
 
 use crate::{
@@ -97,6 +101,20 @@ pub struct Observation {
     pub count: u64,
     /// For confirms and settlements.
     pub settlement: Option<Settlement>,
+    /// The event the observation started at (the publish; the delivery for settlements), when
+    /// the correlator keeps it ([`Correlator::keeping_message_info`]). The end is the event
+    /// being observed.
+    pub start: Option<Arc<MessageInfo>>,
+}
+
+/// What the event just observed now waits for (see [`Correlator::observe`]): a publish that
+/// expects no confirm, or a delivery that needs no settlement, completes nothing later.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Awaits {
+    /// A publish now waits for its confirm.
+    pub confirm: bool,
+    /// A delivery now waits for the consumer's ack/nack/reject.
+    pub settle: bool,
 }
 
 /// Table sizes and time to live.
@@ -162,10 +180,12 @@ struct Waiting {
     /// Publish → deliver: connections it was delivered to (bounded).
     delivered_to: Vec<ConnId>,
     matched: bool,
+    /// The start event, when kept.
+    start: Option<Arc<MessageInfo>>,
 }
 
 impl Waiting {
-    fn one(labels: Labels) -> Self {
+    fn one(labels: Labels, start: Option<Arc<MessageInfo>>) -> Self {
         Self {
             labels,
             first: 0,
@@ -173,6 +193,7 @@ impl Waiting {
             tag: 0,
             delivered_to: Vec::new(),
             matched: false,
+            start,
         }
     }
 }
@@ -193,6 +214,8 @@ pub struct Correlator {
     /// resumes there instead of rescanning every identical earlier publish.
     cursors: HashMap<(u64, ConnId), u64>,
     max_no_ack: usize,
+    /// Keep each start event's [`MessageInfo`] for [`Observation::start`].
+    keep_info: bool,
     stats: CorrelatorStats,
 }
 
@@ -207,8 +230,22 @@ impl Correlator {
             no_ack: HashMap::new(),
             cursors: HashMap::new(),
             max_no_ack: config.max_pending,
+            keep_info: false,
             stats: CorrelatorStats::default(),
         }
+    }
+
+    /// Opt-in: keep a [`MessageInfo`] of every waiting publish and delivery and hand it out as
+    /// [`Observation::start`] (spans need it). Off by default: it costs an allocation per
+    /// message that the metrics-only path does not pay. (A builder method rather than a
+    /// [`CorrelatorConfig`] field, so existing struct literals of the config stay valid.)
+    pub fn keeping_message_info(mut self, keep: bool) -> Self {
+        self.keep_info = keep;
+        self
+    }
+
+    fn info(&self, e: &BrokerEvent) -> Option<Arc<MessageInfo>> {
+        self.keep_info.then(|| Arc::new(MessageInfo::of(e)))
     }
 
     pub fn stats(&self) -> &CorrelatorStats {
@@ -250,11 +287,13 @@ impl Correlator {
         self.inboxes.expire(now_ns, |_| {});
     }
 
-    /// Feeds one event; `out` receives the observations it completes.
-    pub fn observe(&mut self, e: &BrokerEvent, out: &mut impl FnMut(Observation)) {
+    /// Feeds one event; `out` receives the observations it completes. Returns what the event
+    /// now waits for (a publish for its confirm, a delivery for its settlement).
+    pub fn observe(&mut self, e: &BrokerEvent, out: &mut impl FnMut(Observation)) -> Awaits {
         let conn = e.conn.id;
+        let mut awaits = Awaits::default();
         match e.kind {
-            EventKind::Publish => self.on_publish(e),
+            EventKind::Publish => awaits.confirm = self.on_publish(e),
             EventKind::Confirm | EventKind::Nack if self.is_confirm(e) => {
                 let settlement = if e.kind == EventKind::Confirm {
                     Settlement::Ack
@@ -263,9 +302,7 @@ impl Correlator {
                 };
                 self.on_confirm(e, settlement, out);
             }
-            EventKind::Deliver => {
-                self.on_deliver(e, out);
-            }
+            EventKind::Deliver => awaits.settle = self.on_deliver(e, out),
             EventKind::Ack => self.on_settle(e, Settlement::Ack, out),
             EventKind::Nack => self.on_settle(e, Settlement::Nack, out),
             EventKind::Reject => self.on_settle(e, Settlement::Reject, out),
@@ -298,6 +335,7 @@ impl Correlator {
             }
             _ => {}
         }
+        awaits
     }
 
     /// Broker → publisher settlements (a consumer's nack is not one).
@@ -305,9 +343,11 @@ impl Correlator {
         e.kind == EventKind::Confirm || e.direction == crate::capture::Direction::Egress
     }
 
-    fn on_publish(&mut self, e: &BrokerEvent) {
+    /// Returns whether the publish waits for a confirm.
+    fn on_publish(&mut self, e: &BrokerEvent) -> bool {
         let conn = e.conn.id.0;
         let labels = labels(e);
+        let info = self.info(e);
         let stats = &mut self.stats;
         // Publish → confirm: only publishes the broker will confirm.
         let confirm_key = match e.system {
@@ -330,6 +370,7 @@ impl Correlator {
                     .map(|(t, p)| Key::TopicPartition(t, p))
             }
         };
+        let awaits = confirm_key.is_some();
         if let Some(key) = confirm_key {
             if let (System::Nats, Some(inbox)) = (e.system, &e.reply_to) {
                 self.inboxes.insert(
@@ -340,7 +381,7 @@ impl Correlator {
                     |_| {},
                 );
             }
-            let mut w = Waiting::one(labels.clone());
+            let mut w = Waiting::one(labels.clone(), info.clone());
             w.count = u64::from(e.record_count.unwrap_or(1));
             self.confirms.insert(conn, key, e.ts_ns, w, |_| {
                 stats.evicted[Relation::PublishConfirm as usize] += 1
@@ -354,7 +395,7 @@ impl Correlator {
                 GLOBAL,
                 Key::Body(dest, fp),
                 e.ts_ns,
-                Waiting::one(labels),
+                Waiting::one(labels, info),
                 |w| {
                     if !w.matched {
                         stats.evicted[Relation::PublishDeliver as usize] += 1
@@ -362,6 +403,7 @@ impl Correlator {
                 },
             );
         }
+        awaits
     }
 
     fn on_confirm(
@@ -390,13 +432,21 @@ impl Correlator {
             latency_ns: e.ts_ns.saturating_sub(slot.ts_ns),
             count: slot.value.count,
             settlement: Some(settlement),
+            start: slot.value.start.clone(),
         });
         // Kafka: the confirm names the offsets the records got.
         if e.system == System::Kafka
             && settlement == Settlement::Ack
             && let (Some(base), Some((t, p))) = (e.offset, topic_partition(e))
         {
-            let mut w = Waiting::one(slot.value.labels);
+            // The deliveries' start: the publish, now with the offsets it got.
+            let start = slot.value.start.map(|i| {
+                Arc::new(MessageInfo {
+                    offset: Some(base),
+                    ..(*i).clone()
+                })
+            });
+            let mut w = Waiting::one(slot.value.labels, start);
             w.first = base;
             w.count = slot.value.count;
             let stats = &mut self.stats;
@@ -409,7 +459,8 @@ impl Correlator {
         }
     }
 
-    fn on_deliver(&mut self, e: &BrokerEvent, out: &mut impl FnMut(Observation)) {
+    /// Returns whether the delivery waits for a settlement.
+    fn on_deliver(&mut self, e: &BrokerEvent, out: &mut impl FnMut(Observation)) -> bool {
         let conn = e.conn.id;
         let labels = labels(e);
         // A NATS core reply on an inbox: the request it answers needs no confirm.
@@ -418,7 +469,7 @@ impl Correlator {
             && let Some(slot) = self.inboxes.take_front(conn.0, &Key::Inbox(subject))
         {
             self.confirms.take_front(conn.0, &slot.value);
-            return;
+            return false;
         }
         let count = u64::from(e.record_count.unwrap_or(1));
         // Publish → deliver.
@@ -448,8 +499,9 @@ impl Correlator {
             System::Nats => js_delivery(e).map(|k| (GLOBAL, k)),
             System::Kafka => topic_partition(e).map(|(t, p)| (GLOBAL, Key::TopicPartition(t, p))),
         };
+        let awaits = settle_key.is_some();
         if let Some((scope, key)) = settle_key {
-            let mut w = Waiting::one(labels);
+            let mut w = Waiting::one(labels, self.info(e));
             w.tag = e.delivery_tag.unwrap_or(0);
             w.first = e.offset.unwrap_or(0);
             w.count = count;
@@ -458,6 +510,7 @@ impl Correlator {
                 stats.evicted[Relation::DeliverSettle as usize] += 1
             });
         }
+        awaits
     }
 
     fn body_published(&mut self, e: &BrokerEvent, out: &mut impl FnMut(Observation)) -> bool {
@@ -489,6 +542,7 @@ impl Correlator {
             latency_ns: e.ts_ns.saturating_sub(slot.ts_ns),
             count: 1,
             settlement: None,
+            start: slot.value.start.clone(),
         });
         true
     }
@@ -518,6 +572,7 @@ impl Correlator {
                     latency_ns: e.ts_ns.saturating_sub(slot.ts_ns),
                     count: (hi - lo) as u64,
                     settlement: None,
+                    start: w.start.clone(),
                 });
             }
         }
@@ -573,6 +628,7 @@ impl Correlator {
                             latency_ns: e.ts_ns.saturating_sub(slot.ts_ns),
                             count: head,
                             settlement: Some(s),
+                            start: slot.value.start.clone(),
                         });
                         slot.value.first = x;
                         slot.value.count -= head;
@@ -591,6 +647,7 @@ impl Correlator {
                 latency_ns: e.ts_ns.saturating_sub(slot.ts_ns),
                 count: slot.value.count,
                 settlement: Some(s),
+                start: slot.value.start,
             });
         }
     }

@@ -451,3 +451,103 @@ fn kafka_offsets_match_exactly_and_commits_settle_ranges() {
     run(&mut c, &[fire]);
     assert_eq!(c.pending(Relation::PublishConfirm), 0);
 }
+
+#[test]
+fn message_info_is_kept_only_on_request_and_awaits_tells_what_waits() {
+    let events = [
+        amqp_publish(1, 0, 1, Some(1), "q", 11),
+        amqp_publish(1, 1, 1, None, "q", 22),
+        amqp_confirm(1, 3, 1, 1),
+        amqp_deliver(2, 5, 1, 1, "q", 11),
+        amqp_settle(2, 9, EventKind::Ack, 1, 1, false),
+    ];
+    let mut plain = Correlator::new(CorrelatorConfig::default());
+    let mut awaits = Vec::new();
+    let mut obs = Vec::new();
+    for e in &events {
+        awaits.push(plain.observe(e, &mut |o| obs.push(o)));
+    }
+    assert!(obs.iter().all(|o| o.start.is_none()));
+    let confirm_only = Awaits {
+        confirm: true,
+        settle: false,
+    };
+    assert_eq!(
+        awaits,
+        vec![
+            confirm_only,
+            Awaits::default(),
+            Awaits::default(),
+            Awaits {
+                confirm: false,
+                settle: true
+            },
+            Awaits::default(),
+        ]
+    );
+
+    let mut kept = Correlator::new(CorrelatorConfig::default()).keeping_message_info(true);
+    let obs = run(&mut kept, &events);
+    let starts: Vec<_> = obs
+        .iter()
+        .map(|o| {
+            let s = o.start.as_ref().expect("kept");
+            (o.relation, s.kind, s.ts_ns / MS, s.fingerprint, s.conn.id)
+        })
+        .collect();
+    assert_eq!(
+        starts,
+        vec![
+            (
+                Relation::PublishConfirm,
+                EventKind::Publish,
+                0,
+                Some(11),
+                ConnId(1)
+            ),
+            (
+                Relation::PublishDeliver,
+                EventKind::Publish,
+                0,
+                Some(11),
+                ConnId(1)
+            ),
+            (
+                Relation::DeliverSettle,
+                EventKind::Deliver,
+                5,
+                Some(11),
+                ConnId(2)
+            ),
+        ]
+    );
+}
+
+#[test]
+fn kafka_deliveries_start_at_the_publish_with_the_offsets_the_confirm_gave() {
+    let mut c = Correlator::new(CorrelatorConfig::default()).keeping_message_info(true);
+    let tp = || {
+        Some(Destination {
+            topic: Some("t".into()),
+            partition: Some(0),
+            ..Default::default()
+        })
+    };
+    let mut produce = ev(1, 0, System::Kafka, EventKind::Publish, IN);
+    produce.destination = tp();
+    produce.record_count = Some(3);
+    let mut ok = ev(1, 2, System::Kafka, EventKind::Confirm, OUT);
+    ok.destination = tp();
+    ok.offset = Some(40);
+    let mut fetch = ev(2, 5, System::Kafka, EventKind::Deliver, OUT);
+    fetch.destination = tp();
+    fetch.offset = Some(40);
+    fetch.record_count = Some(3);
+    let obs = run(&mut c, &[produce, ok, fetch]);
+    assert_eq!(obs.len(), 2);
+    assert_eq!(obs[0].start.as_ref().unwrap().offset, None);
+    let deliver = &obs[1];
+    assert_eq!(deliver.relation, Relation::PublishDeliver);
+    assert_eq!(deliver.start.as_ref().unwrap().offset, Some(40));
+    assert_eq!(deliver.start.as_ref().unwrap().record_count, Some(3));
+}
