@@ -112,7 +112,8 @@ pub struct RunArgs {
     /// [default: OTEL_EXPORTER_OTLP_ENDPOINT, else the protocol's localhost default].
     #[arg(long, env = "BROKERSCOPE_OTLP_ENDPOINT", value_name = "URL")]
     pub otlp_endpoint: Option<String>,
-    /// OTLP transport: grpc or http/protobuf [default: OTEL_EXPORTER_OTLP_PROTOCOL, else grpc].
+    /// OTLP transport: grpc or http/protobuf [default: OTEL_EXPORTER_OTLP_PROTOCOL, else
+    /// http/protobuf].
     #[arg(long, env = "BROKERSCOPE_OTLP_PROTOCOL", value_name = "PROTOCOL")]
     pub otlp_protocol: Option<String>,
     /// Fraction of messages whose spans are exported, decided from the trace id [default: 1].
@@ -158,7 +159,7 @@ pub struct SpansConfig {
     /// OTLP endpoint; absent: OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, else localhost.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    /// `grpc` or `http/protobuf`; absent: OTEL_EXPORTER_OTLP_PROTOCOL, else grpc.
+    /// `grpc` or `http/protobuf`; absent: OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
     /// Fraction of messages exported (0..=1), decided from the trace id.

@@ -14,7 +14,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use observer::audit::{AuditContext, AuditLevel, AuditSink, Workload, from_event};
+use observer::{
+    audit::{AuditContext, AuditLevel, AuditSink, Workload, from_event},
+    spans::{OtlpProtocol, ResourceInfo, Sampling, SpanConfig, SpanPipeline},
+};
 use observer::{
     capture::{CaptureSession, StreamEvent, StreamSink, TargetSpec},
     correlate::{Correlator, CorrelatorConfig},
@@ -85,6 +88,9 @@ struct Observe {
     recorder: Recorder,
     correlator: Correlator,
     audit: Option<Audit>,
+    spans: Option<SpanPipeline>,
+    /// Span pipeline totals already added to the metrics.
+    spans_counted: (u64, u64, u64),
     events: u64,
 }
 
@@ -96,11 +102,17 @@ impl EventSink for Observe {
             a.sink.write_all(&from_event(e, &a.context, a.level));
         }
         let mut matched = 0;
-        let recorder = &mut self.recorder;
-        self.correlator.observe(e, &mut |o| {
+        let (recorder, spans) = (&mut self.recorder, &mut self.spans);
+        let awaits = self.correlator.observe(e, &mut |o| {
             matched += 1;
             recorder.observation(&o);
+            if let Some(spans) = spans.as_mut() {
+                spans.observe(&o, e);
+            }
         });
+        if let Some(spans) = spans.as_mut() {
+            spans.observe_event(e, awaits);
+        }
         let settles = matches!(
             e.kind,
             EventKind::Confirm | EventKind::Ack | EventKind::Nack | EventKind::Reject
@@ -183,6 +195,59 @@ fn audit_trail(config: &Config) -> anyhow::Result<Option<Audit>> {
         sink,
         counted: (0, 0),
     }))
+}
+
+/// The OTLP span pipeline the configuration asks for, if any.
+fn span_pipeline(config: &Config) -> anyhow::Result<Option<SpanPipeline>> {
+    let c = &config.spans;
+    let env_endpoint = [
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()));
+    if !(c.enabled || c.endpoint.is_some() || env_endpoint) {
+        return Ok(None);
+    }
+    let protocol = c
+        .protocol
+        .as_deref()
+        .map(|p| OtlpProtocol::parse(if p == "http" { "http/protobuf" } else { p }))
+        .transpose()?;
+    let me = observer::capture::container::container_of(
+        &observer::capture::procfs::ProcFs::default(),
+        std::process::id(),
+    );
+    let pipeline = SpanPipeline::start(SpanConfig {
+        endpoint: c.endpoint.clone(),
+        protocol,
+        sampling: Sampling {
+            ratio: c.sample_ratio,
+            keep_slower_than: c
+                .keep_slower_than_ms
+                .map(|ms| Duration::from_secs_f64(ms / 1e3)),
+            keep_errors: c.keep_errors,
+        },
+        queue: c.queue,
+        resource: ResourceInfo {
+            service_name: (c.service_name != "brokerscope").then(|| c.service_name.clone()),
+            host_name: Some(host_name()),
+            container_id: me.id,
+            k8s_pod_name: me.pod_name,
+            k8s_namespace_name: me.pod_namespace,
+            extra: Vec::new(),
+        },
+        ..SpanConfig::default()
+    })?;
+    info!(
+        endpoint = c
+            .endpoint
+            .as_deref()
+            .unwrap_or("(from OTEL_EXPORTER_OTLP_* or default)"),
+        ratio = c.sample_ratio,
+        "exporting spans over OTLP"
+    );
+    Ok(Some(pipeline))
 }
 
 /// This node's name (audit `node`, span resource `host.name`).
@@ -289,13 +354,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .collect(),
     );
     let audit = audit_trail(&config)?;
+    let spans = span_pipeline(&config)?;
     let observe = Observe {
         recorder: Recorder::new(metrics.clone(), labeler),
         correlator: Correlator::new(CorrelatorConfig {
             max_pending: config.correlation.pending_max,
             ttl_ns: (config.correlation.pending_ttl_seconds * 1e9) as u64,
-        }),
+        })
+        // Spans need the start event of each observation; metrics alone do not.
+        .keeping_message_info(spans.is_some()),
         audit,
+        spans,
+        spans_counted: (0, 0, 0),
         events: 0,
     };
     let mut pipeline = DecodePipeline::new(Inference::new(forced), observe);
@@ -343,6 +413,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let _ = session.catch_up(&mut timed, Duration::from_millis(500));
     session.close_all(&mut timed);
     update(&session, &mut pipeline, &shared);
+    if let Some(spans) = pipeline.sink_mut().spans.take() {
+        let s = spans.shutdown();
+        info!(
+            exported = s.exported,
+            dropped = s.dropped,
+            export_errors = s.export_errors,
+            "span export finished"
+        );
+    }
     if let Some(a) = &pipeline.sink().audit {
         // Requests still waiting for an answer are recorded with outcome unknown.
         a.sink.write_all(&a.context.flush_pending(u64::MAX));
@@ -371,6 +450,15 @@ fn update(session: &CaptureSession, pipeline: &mut DecodePipeline<Observe>, shar
         .unwrap_or(0);
     let observe = pipeline.sink_mut();
     observe.correlator.expire(now_ns);
+    if let Some(spans) = &observe.spans {
+        let s = spans.stats();
+        let m = &shared.metrics;
+        let (exported, dropped, errors) = observe.spans_counted;
+        m.spans_exported.inc_by(s.exported - exported);
+        m.spans_dropped.inc_by(s.dropped - dropped);
+        m.span_export_errors.inc_by(s.export_errors - errors);
+        observe.spans_counted = (s.exported, s.dropped, s.export_errors);
+    }
     if let Some(a) = &mut observe.audit {
         let (records, errors) = (a.sink.records(), a.sink.errors());
         let m = &shared.metrics;
