@@ -9,7 +9,7 @@
 //!
 //! Use: build the correlator with `keeping_message_info(true)`, then per event
 //!
-//! ```ignore
+//! ```text
 //! let awaits = correlator.observe(e, &mut |o| {
 //!     recorder.observation(&o);
 //!     spans.observe(&o, e);
