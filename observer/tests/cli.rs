@@ -429,3 +429,21 @@ fn audit_bad_input_exits_2_with_what_to_do() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn bad_duration_is_a_usage_error() {
+    for args in [
+        &["latency", "--duration", "soon"][..],
+        &["latency", "--pid", "1", "--duration=-5s"],
+        &["capture", "--pid", "1", "--duration", "0s"],
+        &["trace", "--min-latency", "fast"],
+    ] {
+        let o = brokerscope(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("e.g. 30s, 500ms, 2m or plain seconds"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+}

@@ -3,6 +3,7 @@ mod audit;
 mod capture;
 mod check;
 mod format;
+mod latency;
 mod run;
 mod trace;
 
@@ -30,6 +31,8 @@ enum Command {
     Capture(capture::CaptureArgs),
     /// Print decoded broker events (publish, deliver, ack, auth, declare, …) as they happen.
     Trace(trace::TraceArgs),
+    /// Measure for a while, then print latency quantiles per system / destination / stage.
+    Latency(latency::LatencyArgs),
     /// The daemon: find the brokers, serve Prometheus metrics and health over HTTP.
     Run(Box<observer::daemon::config::RunArgs>),
     /// Read the audit log: `query` (JSON lines) or `export --format json|csv`, with filters.
@@ -48,8 +51,9 @@ pub struct CaptureOptions {
     /// Also capture connections the targets open themselves (e.g. cluster links).
     #[arg(long)]
     pub outgoing: bool,
-    /// Stop after this many seconds (else at Ctrl-C / SIGTERM).
-    #[arg(long, value_name = "SECONDS")]
+    /// Stop after this long (else at Ctrl-C / SIGTERM): `30s`, `500ms`, `2m`, `1h` or plain
+    /// seconds.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Option<f64>,
 }
 
@@ -63,6 +67,28 @@ impl CaptureOptions {
             },
             ..Default::default()
         }
+    }
+}
+
+/// Seconds from `30s`, `500ms`, `2m`, `1h`, `1.5s` or plain seconds (`30`, `0.5`); positive.
+pub fn parse_duration(text: &str) -> Result<f64, String> {
+    let t = text.trim();
+    let (number, scale) = [
+        ("ms", 1e-3),
+        ("us", 1e-6),
+        ("µs", 1e-6),
+        ("s", 1.0),
+        ("m", 60.0),
+        ("h", 3600.0),
+    ]
+    .iter()
+    .find_map(|(unit, scale)| t.strip_suffix(unit).map(|n| (n, *scale)))
+    .unwrap_or((t, 1.0));
+    match number.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 => Ok(n * scale),
+        _ => Err(format!(
+            "{text:?} is not a duration; use e.g. 30s, 500ms, 2m or plain seconds"
+        )),
     }
 }
 
@@ -129,6 +155,13 @@ impl TargetArgs {
             discover: false,
         }
     }
+
+    /// Like [`spec`](Self::spec), but with no selector given: discover the brokers.
+    pub fn spec_or_discover(&self) -> TargetSpec {
+        let mut spec = self.spec();
+        spec.discover = spec.is_empty();
+        spec
+    }
 }
 
 fn main() -> ExitCode {
@@ -137,6 +170,7 @@ fn main() -> ExitCode {
         Command::Check => check::run(),
         Command::Capture(args) => capture::run(args),
         Command::Trace(args) => trace::run(args),
+        Command::Latency(args) => latency::run(args),
         Command::Run(args) => run::run(*args),
         Command::Audit(args) => audit::run(args),
     };
