@@ -18,6 +18,8 @@ const PACKAGES: &[&str] = &[
     "mosquitto-clients",
     "rabbitmq-server",
     "nats-server",
+    // The `top` tests drive the TUI in a tmux pane.
+    "tmux",
 ];
 /// Python client libraries the end-to-end workloads use (module name, pinned requirement).
 const PYTHON_PACKAGES: &[(&str, &str)] = &[

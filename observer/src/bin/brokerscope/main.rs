@@ -5,6 +5,7 @@ mod check;
 mod format;
 mod latency;
 mod run;
+mod top;
 mod trace;
 
 use std::process::ExitCode;
@@ -33,6 +34,8 @@ enum Command {
     Trace(trace::TraceArgs),
     /// Measure for a while, then print latency quantiles per system / destination / stage.
     Latency(latency::LatencyArgs),
+    /// Live view: per destination rates and latencies, per connection rates (q quits).
+    Top(top::TopArgs),
     /// The daemon: find the brokers, serve Prometheus metrics and health over HTTP.
     Run(Box<observer::daemon::config::RunArgs>),
     /// Read the audit log: `query` (JSON lines) or `export --format json|csv`, with filters.
@@ -171,6 +174,7 @@ fn main() -> ExitCode {
         Command::Capture(args) => capture::run(args),
         Command::Trace(args) => trace::run(args),
         Command::Latency(args) => latency::run(args),
+        Command::Top(args) => top::run(args),
         Command::Run(args) => run::run(*args),
         Command::Audit(args) => audit::run(args),
     };
