@@ -17,6 +17,13 @@ pub enum System {
 }
 
 impl System {
+    pub const ALL: [System; 4] = [System::Amqp, System::Mqtt, System::Nats, System::Kafka];
+
+    /// The system named as in [`System::as_str`] (`amqp`, `mqtt`, `nats`, `kafka`).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             System::Amqp => "amqp",

@@ -1,7 +1,6 @@
 //! `brokerscope run` as users start it: the real binary, its HTTP endpoints and its logs.
 use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::SocketAddr,
     path::PathBuf,
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -9,7 +8,7 @@ use std::{
 
 use crate::{
     Proc, TempDir, free_port,
-    metrics::{Scrape, scrape},
+    metrics::{Scrape, http_get, scrape},
     spawn, wait_until,
 };
 
@@ -86,23 +85,8 @@ impl Daemon {
 
     /// GET `path`: status code and body.
     pub fn get(&self, path: &str) -> Result<(u16, String), String> {
-        let mut s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))
-            .map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-        )
-        .map_err(|e| e.to_string())?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).map_err(|e| e.to_string())?;
-        let code = text
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| format!("no status line in {text:?}"))?;
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-        Ok((code, body.to_owned()))
+        let r = http_get(self.addr, path)?;
+        Ok((r.status, String::from_utf8_lossy(&r.body).into_owned()))
     }
 
     pub fn scrape(&self) -> Scrape {

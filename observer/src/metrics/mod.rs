@@ -860,7 +860,7 @@ impl Recorder {
         }
         self.last_correlator = cs.clone();
         let in_flight = correlator.in_flight();
-        for s in [System::Amqp, System::Mqtt, System::Nats, System::Kafka] {
+        for s in System::ALL {
             m.in_flight
                 .get_or_create(&sys(s))
                 .set(in_flight.get(&s).copied().unwrap_or(0) as i64);

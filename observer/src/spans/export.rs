@@ -134,7 +134,8 @@ impl ResourceInfo {
     }
 }
 
-fn host_name() -> Option<String> {
+/// The kernel's host name (span resource `host.name`, audit `node`).
+pub fn host_name() -> Option<String> {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or
     // truncates, and we stop at the first NUL.

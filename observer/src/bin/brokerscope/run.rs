@@ -251,10 +251,8 @@ fn span_pipeline(config: &Config) -> anyhow::Result<Option<SpanPipeline>> {
 }
 
 /// This node's name (audit `node`, span resource `host.name`).
-pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".into())
+fn host_name() -> String {
+    observer::spans::export::host_name().unwrap_or_else(|| "unknown".into())
 }
 
 fn log_target(target: &observer::capture::targets::Target) {
@@ -265,16 +263,6 @@ fn log_target(target: &observer::capture::targets::Target) {
         ports = ?target.ports,
         "watching broker process"
     );
-}
-
-fn system_named(name: &str) -> Option<System> {
-    match name {
-        "amqp" => Some(System::Amqp),
-        "mqtt" => Some(System::Mqtt),
-        "nats" => Some(System::Nats),
-        "kafka" => Some(System::Kafka),
-        _ => None,
-    }
 }
 
 struct UserRule(observer::daemon::config::DestinationRule);
@@ -309,7 +297,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .protocols
         .iter()
         .map(|(port, name)| {
-            system_named(name).map(|s| (*port, s)).ok_or_else(|| {
+            System::parse(name).map(|s| (*port, s)).ok_or_else(|| {
                 Usage(format!(
                     "protocol {name:?} for port {port}: use amqp, mqtt, nats or kafka"
                 ))

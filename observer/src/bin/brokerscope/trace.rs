@@ -89,13 +89,7 @@ pub fn parse_protocols(specs: &[String]) -> Result<HashMap<u16, System>, Usage> 
             let bad = || Usage(format!("--protocol {spec:?}: expected PORT=SYSTEM, e.g. 5673=amqp (systems: amqp, mqtt, nats, kafka)"));
             let (port, system) = spec.split_once('=').ok_or_else(bad)?;
             let port: u16 = port.trim().parse().map_err(|_| bad())?;
-            let system = match system.trim() {
-                "amqp" => System::Amqp,
-                "mqtt" => System::Mqtt,
-                "nats" => System::Nats,
-                "kafka" => System::Kafka,
-                _ => return Err(bad()),
-            };
+            let system = System::parse(system.trim()).ok_or_else(bad)?;
             Ok((port, system))
         })
         .collect()
