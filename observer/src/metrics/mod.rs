@@ -374,6 +374,39 @@ impl Metrics {
         m
     }
 
+    /// Creates every agent-health series whose label values are known in advance, at zero, so
+    /// dashboards and alerts over them have a series (and a rate of 0) from the first scrape
+    /// instead of "no data" until the first loss, parse error or eviction. `brokerscope run`
+    /// calls it once at start.
+    pub fn init_known_series(&self) {
+        for c in observer_common::Counter::ALL {
+            self.kernel
+                .get_or_create(&vec![("counter", c.name().to_owned())]);
+        }
+        for reason in ["lost", "truncated", "unknown"] {
+            self.gap_bytes
+                .get_or_create(&vec![("reason", reason.to_owned())]);
+        }
+        for reason in ["unknown", "unsupported"] {
+            self.connections_undecoded
+                .get_or_create(&vec![("reason", reason.to_owned())]);
+        }
+        for s in System::ALL {
+            let l = sys(s);
+            self.parse_errors.get_or_create(&l);
+            self.resyncs.get_or_create(&l);
+            self.oversize.get_or_create(&l);
+            self.skipped_bytes.get_or_create(&l);
+            self.in_flight.get_or_create(&l);
+        }
+        for r in Relation::ALL {
+            let l = vec![("relation", r.as_str().to_owned())];
+            self.correlations_evicted.get_or_create(&l);
+            self.correlations_unmatched.get_or_create(&l);
+            self.correlations_pending.get_or_create(&l);
+        }
+    }
+
     /// The OpenMetrics text of every family.
     pub fn encode(&self) -> String {
         self.scrapes.fetch_add(1, Ordering::Relaxed);

@@ -210,3 +210,27 @@ fn destination_cap_overflows_and_is_reported() {
         .count();
     assert_eq!(series, 6);
 }
+
+#[test]
+fn known_health_series_exist_at_zero_from_the_start() {
+    let m = Metrics::new();
+    let before = m.encode();
+    assert!(!before.contains("brokerscope_correlations_evicted_total{"));
+    m.init_known_series();
+    let text = m.encode();
+    for series in [
+        "brokerscope_kernel_events_total{counter=\"chunks_lost\"}",
+        "brokerscope_stream_gap_bytes_total{reason=\"lost\"}",
+        "brokerscope_connections_undecoded_total{reason=\"unsupported\"}",
+        "brokerscope_parse_errors_total{system=\"kafka\"}",
+        "brokerscope_resyncs_total{system=\"amqp\"}",
+        "brokerscope_oversize_frames_total{system=\"nats\"}",
+        "brokerscope_skipped_bytes_total{system=\"mqtt\"}",
+        "brokerscope_messages_in_flight{system=\"mqtt\"}",
+        "brokerscope_correlations_evicted_total{relation=\"publish_confirm\"}",
+        "brokerscope_correlations_unmatched_total{relation=\"deliver_settle\"}",
+        "brokerscope_correlations_pending{relation=\"publish_deliver\"}",
+    ] {
+        assert_eq!(value(&text, series), 0.0, "{series} in\n{text}");
+    }
+}

@@ -306,6 +306,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .collect::<Result<_, _>>()?;
 
     let metrics = Arc::new(Metrics::new());
+    metrics.init_known_series();
     let shared = Arc::new(Shared {
         metrics: metrics.clone(),
         snapshot: Mutex::new(json!({"status": "starting", "version": env!("CARGO_PKG_VERSION")})),
