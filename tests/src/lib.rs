@@ -6,6 +6,7 @@ pub mod metrics;
 pub mod mosquitto;
 pub mod nats;
 pub mod otlp;
+pub mod prometheus;
 pub mod rabbitmq;
 pub mod tansu;
 use std::{

@@ -20,6 +20,8 @@ const PACKAGES: &[&str] = &[
     "nats-server",
     // The `top` tests drive the TUI in a tmux pane.
     "tmux",
+    // The dashboard and alert tests run a private Prometheus and promtool (2.42 on Debian 12).
+    "prometheus",
 ];
 /// Python client libraries the end-to-end workloads use (module name, pinned requirement).
 const PYTHON_PACKAGES: &[(&str, &str)] = &[

@@ -381,29 +381,32 @@ impl Metrics {
     pub fn init_known_series(&self) {
         for c in observer_common::Counter::ALL {
             self.kernel
-                .get_or_create(&vec![("counter", c.name().to_owned())]);
+                .get_or_create(&vec![("counter", c.name().to_owned())])
+                .inc_by(0);
         }
         for reason in ["lost", "truncated", "unknown"] {
             self.gap_bytes
-                .get_or_create(&vec![("reason", reason.to_owned())]);
+                .get_or_create(&vec![("reason", reason.to_owned())])
+                .inc_by(0);
         }
         for reason in ["unknown", "unsupported"] {
             self.connections_undecoded
-                .get_or_create(&vec![("reason", reason.to_owned())]);
+                .get_or_create(&vec![("reason", reason.to_owned())])
+                .inc_by(0);
         }
         for s in System::ALL {
             let l = sys(s);
-            self.parse_errors.get_or_create(&l);
-            self.resyncs.get_or_create(&l);
-            self.oversize.get_or_create(&l);
-            self.skipped_bytes.get_or_create(&l);
-            self.in_flight.get_or_create(&l);
+            self.parse_errors.get_or_create(&l).inc_by(0);
+            self.resyncs.get_or_create(&l).inc_by(0);
+            self.oversize.get_or_create(&l).inc_by(0);
+            self.skipped_bytes.get_or_create(&l).inc_by(0);
+            self.in_flight.get_or_create(&l).set(0);
         }
         for r in Relation::ALL {
             let l = vec![("relation", r.as_str().to_owned())];
-            self.correlations_evicted.get_or_create(&l);
-            self.correlations_unmatched.get_or_create(&l);
-            self.correlations_pending.get_or_create(&l);
+            self.correlations_evicted.get_or_create(&l).inc_by(0);
+            self.correlations_unmatched.get_or_create(&l).inc_by(0);
+            self.correlations_pending.get_or_create(&l).set(0);
         }
     }
 
@@ -657,7 +660,11 @@ impl Recorder {
                 let l = self.event_labels(e);
                 m.returned.get_or_create(&l).inc();
             }
-            EventKind::Declare => {
+            // The AMQP decoder reports queue.declare-ok (which carries the depth and consumer
+            // count) as a control event answering the declare.
+            EventKind::Declare | EventKind::Control
+                if e.kind == EventKind::Declare || e.method == Some("queue.declare-ok") =>
+            {
                 if let Some(count) = e.message_count {
                     let l = self.event_labels(e);
                     m.queue_messages.get_or_create(&l).set(i64::from(count));

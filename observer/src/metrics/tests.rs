@@ -234,3 +234,38 @@ fn known_health_series_exist_at_zero_from_the_start() {
         assert_eq!(value(&text, series), 0.0, "{series} in\n{text}");
     }
 }
+
+#[test]
+fn queue_declare_ok_sets_depth_and_consumers_and_purge_ok_does_not() {
+    let metrics = Arc::new(Metrics::new());
+    let mut r = Recorder::new(metrics.clone(), Labeler::new(10, vec![]));
+    let queue = |e: &mut BrokerEvent| {
+        e.destination = Some(Destination {
+            queue: Some("orders".into()),
+            vhost: Some("/".into()),
+            ..Default::default()
+        });
+    };
+    let mut ok = ev(1, System::Amqp, EventKind::Control);
+    ok.method = Some("queue.declare-ok");
+    queue(&mut ok);
+    ok.message_count = Some(7);
+    ok.consumer_count = Some(2);
+    r.event(&ok);
+    // purge-ok's message_count is what was purged, not what is left.
+    let mut purge = ev(1, System::Amqp, EventKind::Control);
+    purge.method = Some("queue.purge-ok");
+    queue(&mut purge);
+    purge.message_count = Some(99);
+    r.event(&purge);
+    let text = metrics.encode();
+    let labels = "{system=\"amqp\",destination=\"orders\",vhost=\"/\"}";
+    assert_eq!(
+        value(&text, &format!("brokerscope_queue_messages{labels}")),
+        7.0
+    );
+    assert_eq!(
+        value(&text, &format!("brokerscope_queue_consumers{labels}")),
+        2.0
+    );
+}
