@@ -2,9 +2,9 @@
 //! against the real thing: promtool checks and unit-tests the rules; the dashboards' structure
 //! is checked; then a private Prometheus scrapes the real daemon watching real brokers
 //! (Mosquitto, RabbitMQ, NATS with JetStream, tansu) while workloads make every panel's data —
-//! messages on all four protocols, acks, a nack, a JetStream term, a redelivery, an unroutable
-//! return, a refused login, an AMQP 404, Kafka lag — and every panel target, variable query and
-//! alert expression is evaluated through Prometheus' HTTP API.
+//! messages on all four protocols, acks, a nack, a JetStream term, a redelivery, a refused
+//! publish, an unroutable return, a refused login, an AMQP 404, Kafka lag — and every panel
+//! target, variable query and alert expression is evaluated through Prometheus' HTTP API.
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
