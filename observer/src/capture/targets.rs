@@ -338,7 +338,14 @@ impl CgroupTree {
                 // Highest above our namespace first; then one showing our namespace root.
                 let best = mounts
                     .iter()
-                    .map(|m| (m, NsPath::parse(&m.root)))
+                    .enumerate()
+                    // A mount hidden by a later one on the same mount point is not reachable.
+                    .filter(|(i, m)| {
+                        !mounts[i + 1..]
+                            .iter()
+                            .any(|later| later.mount_point == m.mount_point)
+                    })
+                    .map(|(_, m)| (m, NsPath::parse(&m.root)))
                     .max_by_key(|(_, r)| (r.names.is_empty(), r.ups))
                     .ok_or(CgroupTreeError::NoCgroup2)?;
                 (best.0.mount_point.clone(), best.1)
@@ -626,6 +633,7 @@ mod tests {
             "self/mountinfo",
             format!(
                 "22 1 0:21 / /proc rw,nosuid - proc proc rw\n\
+                 29 22 0:26 /../../../.. /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n\
                  30 22 0:26 / /sys/fs/cgroup ro,nosuid,nodev,noexec,relatime - cgroup2 cgroup rw,nsdelegate\n\
                  41 22 0:26 /../../../.. {} ro,relatime master:9 - cgroup2 cgroup2 rw,nsdelegate\n",
                 // The kernel escapes spaces in mountinfo paths.
@@ -647,11 +655,11 @@ mod tests {
         let host = f.root.join("host cgroup");
         kubernetes_node(&f, &host);
         let mounts = f.proc().cgroup2_mounts().unwrap();
-        assert_eq!(mounts.len(), 2);
-        assert_eq!(mounts[0].mount_point, PathBuf::from("/sys/fs/cgroup"));
-        assert_eq!(mounts[0].root, "/");
-        assert_eq!(mounts[1].mount_point, host);
-        assert_eq!(mounts[1].root, "/../../../..");
+        assert_eq!(mounts.len(), 3);
+        assert_eq!(mounts[1].mount_point, PathBuf::from("/sys/fs/cgroup"));
+        assert_eq!(mounts[1].root, "/");
+        assert_eq!(mounts[2].mount_point, host);
+        assert_eq!(mounts[2].root, "/../../../..");
         f.file("self/mountinfo", "1 2 0:3 /\n");
         let e = f.proc().cgroup2_mounts().unwrap_err();
         assert!(matches!(e, ProcError::Parse { line: 1, .. }), "{e:?}");
@@ -663,7 +671,8 @@ mod tests {
         let host = f.root.join("host");
         kubernetes_node(&f, &host);
         let p = f.proc();
-        // Found automatically: the mount reaching furthest above our namespace.
+        // Found automatically: the mount reaching furthest above our namespace (not the host
+        // tree the container's own /sys/fs/cgroup hides).
         let t = CgroupTree::detect(&p, None, 4242).unwrap();
         assert!(t.translates());
         assert_eq!(t.mount, host);
