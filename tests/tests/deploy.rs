@@ -726,3 +726,86 @@ fn daemon_in_a_private_cgroup_namespace_counts_a_broker_in_another_cgroup() {
     auto.proc.stop();
     least.proc.stop();
 }
+
+// ---- The image ----
+
+/// `buildah` with the test's private store.
+fn buildah(root: &Path) -> Command {
+    let mut cmd = Command::new("buildah");
+    cmd.arg("--root")
+        .arg(root.join("storage"))
+        .arg("--runroot")
+        .arg(root.join("run"))
+        .args(["--storage-driver", "vfs"]);
+    cmd
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (buildah is installed by cargo xtask setup)"));
+    assert!(out.status.success(), "{cmd:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn image_builds_and_its_binary_runs() {
+    require_root();
+    let dir = TempDir::new("deploy-image");
+    let tag = format!("localhost/brokerscope-test:{}", std::process::id());
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    ok(Command::new(cargo)
+        .current_dir(repo())
+        .args(["xtask", "image", "--tag", &tag, "--root"])
+        .arg(&dir.path));
+    // The image's configuration is the Containerfile's runtime stage.
+    let config = ok(buildah(&dir.path).args(["inspect", "--type", "image", "--format",
+        "{{json .OCIv1.Config.Entrypoint}} {{index .OCIv1.Config.Labels \"org.opencontainers.image.title\"}}", &tag]));
+    let (entrypoint, title) = config.trim().split_once(' ').unwrap();
+    let daemonset = manifest("daemonset.yaml");
+    assert_eq!(
+        Json::parse(entrypoint).unwrap(),
+        container(&daemonset)["command"]
+    );
+    assert_eq!(title, "brokerscope");
+    // Nothing in it but the binary (no shell, no libc): it runs because it is static.
+    let ctr = ok(buildah(&dir.path).args(["from", &tag]));
+    let ctr = ctr.trim();
+    let mnt = ok(buildah(&dir.path).args(["mount", ctr]));
+    let files: Vec<String> = walk(Path::new(mnt.trim()));
+    ok(buildah(&dir.path).args(["umount", ctr]));
+    assert_eq!(files, ["usr/local/bin/brokerscope"], "image contents");
+    let version = ok(buildah(&dir.path).args([
+        "run",
+        "--isolation",
+        "chroot",
+        ctr,
+        "--",
+        "/usr/local/bin/brokerscope",
+        "--version",
+    ]));
+    assert_eq!(
+        version.trim(),
+        format!("brokerscope {}", env!("CARGO_PKG_VERSION"))
+    );
+    ok(buildah(&dir.path).args(["rm", ctr]));
+    ok(buildah(&dir.path).args(["rmi", "--all", "--force"]));
+}
+
+/// Regular files under `root`, relative, sorted (directories left out).
+fn walk(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -20,6 +20,8 @@ const PACKAGES: &[&str] = &[
     "nats-server",
     // The `top` tests drive the TUI in a tmux pane.
     "tmux",
+    // `cargo xtask image` and the image test (tests/tests/deploy.rs).
+    "buildah",
 ];
 /// Python client libraries the end-to-end workloads use (module name, pinned requirement).
 const PYTHON_PACKAGES: &[(&str, &str)] = &[
