@@ -4,8 +4,10 @@
 //!   the Debian packages the tests use); idempotent and quick when everything is present.
 //! - `test`: setup, then the whole test suite (unit tests in parallel, kernel/broker tests serially).
 //! - `demo`: a private Mosquitto in its own cgroup, watched by `brokerscope capture`.
+//! - `image`: the container image's runtime stage, built with buildah from a local static binary.
 mod bench;
 mod demo;
+mod image;
 mod procs;
 mod setup;
 
@@ -33,6 +35,19 @@ enum Task {
     },
     /// Start a private Mosquitto and show brokerscope capturing its traffic.
     Demo,
+    /// Build the container image (deploy/container/Containerfile's runtime stage) with buildah
+    /// from a static musl binary built here.
+    Image {
+        /// Image name and tag.
+        #[arg(long, default_value = concat!("localhost/brokerscope:", env!("CARGO_PKG_VERSION")))]
+        tag: String,
+        /// Use this static binary instead of building one.
+        #[arg(long)]
+        binary: Option<std::path::PathBuf>,
+        /// A private buildah store (vfs driver) instead of the default one.
+        #[arg(long)]
+        root: Option<std::path::PathBuf>,
+    },
     /// Benchmarks (run as root).
     Bench {
         #[command(subcommand)]
@@ -62,6 +77,7 @@ fn main() -> ExitCode {
         Task::Setup => setup::run(),
         Task::Test { args } => test(&args),
         Task::Demo => demo::run(),
+        Task::Image { tag, binary, root } => image::run(&image::ImageArgs { tag, binary, root }),
         Task::Bench {
             bench:
                 Bench::Overhead {

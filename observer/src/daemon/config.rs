@@ -48,7 +48,7 @@ pub const ENV_DISCOVER: &str = "BROKERSCOPE_DISCOVER";
 ///
 /// Environment variables: `BROKERSCOPE_CONFIG`, `BROKERSCOPE_LISTEN`, `BROKERSCOPE_LOG_FORMAT`,
 /// `BROKERSCOPE_LOG`, `BROKERSCOPE_MAX_DESTINATIONS`, `BROKERSCOPE_RING_SIZE`,
-/// `BROKERSCOPE_CAPTURE_CAP`, `BROKERSCOPE_PENDING_MAX`, `BROKERSCOPE_PENDING_TTL` (each the
+/// `BROKERSCOPE_CAPTURE_CAP`, `BROKERSCOPE_CGROUP_ROOT`, `BROKERSCOPE_PENDING_MAX`, `BROKERSCOPE_PENDING_TTL` (each the
 /// same as its flag, which wins over it), and the env-only `BROKERSCOPE_DISCOVER=false` (same
 /// as `--no-discover`, read by [`Config::load`]).
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -93,6 +93,10 @@ pub struct RunArgs {
     /// Also capture connections the targets open themselves (e.g. cluster links).
     #[arg(long)]
     pub outgoing: bool,
+    /// The host's cgroup v2 mount, e.g. /host/sys/fs/cgroup in a container with a private cgroup
+    /// namespace [default: found in /proc/self/mountinfo].
+    #[arg(long, env = "BROKERSCOPE_CGROUP_ROOT", value_name = "PATH")]
+    pub cgroup_root: Option<PathBuf>,
     /// Distinct destination label values per metric family before new ones go to the overflow series [default: 500].
     #[arg(long, env = "BROKERSCOPE_MAX_DESTINATIONS", value_name = "N")]
     pub max_destinations: Option<usize>,
@@ -314,6 +318,10 @@ pub struct CaptureConfig {
     pub capture_cap: u32,
     /// Also capture connections the targets open themselves.
     pub outgoing: bool,
+    /// The host's cgroup v2 mount (inside a container: where the host's /sys/fs/cgroup is
+    /// mounted); absent: found in /proc/self/mountinfo.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -378,6 +386,7 @@ impl Default for CaptureConfig {
             ring_size: DEFAULT_RING_SIZE,
             capture_cap: observer_common::DEFAULT_CAPTURE_CAP,
             outgoing: false,
+            cgroup_root: None,
         }
     }
 }
@@ -539,6 +548,9 @@ impl Config {
         if let Some(cap) = args.capture_cap {
             self.capture.capture_cap = cap;
         }
+        if let Some(root) = &args.cgroup_root {
+            self.capture.cgroup_root = Some(root.clone());
+        }
         if args.outgoing {
             self.capture.outgoing = true;
         }
@@ -644,6 +656,15 @@ impl Config {
                     "must be between 1 and {} bytes",
                     observer_common::MAX_CAPTURE_CAP
                 ),
+            );
+        }
+        if let Some(root) = &self.capture.cgroup_root
+            && !root.is_absolute()
+        {
+            return invalid(
+                "capture.cgroup_root (--cgroup-root)",
+                root.display().to_string(),
+                "must be an absolute path, e.g. /host/sys/fs/cgroup".into(),
             );
         }
         for (port, system) in &self.protocols {

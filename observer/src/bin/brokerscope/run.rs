@@ -321,6 +321,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             capture_cap: config.capture.capture_cap,
             track_outgoing: config.capture.outgoing,
         },
+        cgroup_root: config.capture.cgroup_root.clone(),
         ..Default::default()
     };
     let mut session = CaptureSession::start(spec, session_config)?;
