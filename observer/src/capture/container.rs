@@ -109,10 +109,7 @@ fn pod_uid(part: &str) -> Option<String> {
     let uid = rest.replace('_', "-");
     let hex = |s: &str| s.bytes().all(|b| b.is_ascii_hexdigit());
     let uuid = uid.len() == 36
-        && uid
-            .split('-')
-            .map(str::len)
-            .eq([8, 4, 4, 4, 12].into_iter())
+        && uid.split('-').map(str::len).eq([8, 4, 4, 4, 12])
         && hex(&uid.replace('-', ""));
     // Static pods: the kubelet's 32-hex config hash.
     let hash = uid.len() == 32 && hex(&uid);
@@ -125,9 +122,7 @@ fn container_id(part: &str) -> Option<&str> {
     let id = match stem.rsplit_once('-') {
         // The runtime monitors (conmon) live next to their container: not the container.
         Some((prefix, _)) if prefix.ends_with("conmon") => return None,
-        Some((prefix, id)) if matches!(prefix, "cri-containerd" | "crio" | "docker" | "libpod") => {
-            id
-        }
+        Some(("cri-containerd" | "crio" | "docker" | "libpod", id)) => id,
         Some(_) => return None,
         // cgroupfs driver: the bare id (/docker/<id>, /kubepods/<qos>/pod<uid>/<id>).
         None => stem,
