@@ -617,35 +617,39 @@ impl Recorder {
                     .clone()
             })
             .inc();
-        let broker_labels = self.brokers.is_some();
-        let conn = match self.conns.entry(e.conn.id) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                let broker = if broker_labels {
-                    self.brokers.as_ref().and_then(|b| b.resolve(e.conn.pid?))
-                } else {
-                    None
-                };
-                v.insert(ConnGauges {
-                    broker,
-                    ..ConnGauges::default()
-                })
+        let conn = self.conns.entry(e.conn.id).or_default();
+        if conn.system.is_none() {
+            conn.system = Some(e.system);
+            if let Some(b) = &self.brokers {
+                conn.broker = e.conn.pid.and_then(|p| b.resolve(p));
             }
+        }
+        // The connection's series: system, plus the broker's labels from its first event
+        // (built only by the branches that need it: most events are messages).
+        let conn_broker = conn.broker.clone();
+        let conn_sys = |s: System| {
+            let mut l = sys(s);
+            push_broker(&mut l, conn_broker.as_deref());
+            l
         };
-        conn.system.get_or_insert(e.system);
-        // The connection's series: system, plus the broker's labels from its first event.
-        let mut conn_sys = sys(e.system);
-        push_broker(&mut conn_sys, conn.broker.as_deref());
         match e.kind {
             EventKind::ConnectionOpened => {
-                m.connections_opened.get_or_create(&conn_sys).inc();
-                m.connections_active.get_or_create(&conn_sys).inc();
+                m.connections_opened
+                    .get_or_create(&conn_sys(e.system))
+                    .inc();
+                m.connections_active
+                    .get_or_create(&conn_sys(e.system))
+                    .inc();
             }
             EventKind::ConnectionClosed => {
-                m.connections_closed.get_or_create(&conn_sys).inc();
-                m.connections_active.get_or_create(&conn_sys).dec();
+                m.connections_closed
+                    .get_or_create(&conn_sys(e.system))
+                    .inc();
+                m.connections_active
+                    .get_or_create(&conn_sys(e.system))
+                    .dec();
                 if let Some(c) = self.conns.remove(&e.conn.id) {
-                    let s = conn_sys.clone();
+                    let s = conn_sys(e.system);
                     m.channels_active
                         .get_or_create(&s)
                         .dec_by(c.channels as i64);
@@ -660,21 +664,21 @@ impl Recorder {
             }
             EventKind::ChannelOpened => {
                 conn.channels += 1;
-                m.channels_active.get_or_create(&conn_sys).inc();
+                m.channels_active.get_or_create(&conn_sys(e.system)).inc();
             }
             EventKind::ChannelClosed => {
                 if conn.channels > 0 {
                     conn.channels -= 1;
-                    m.channels_active.get_or_create(&conn_sys).dec();
+                    m.channels_active.get_or_create(&conn_sys(e.system)).dec();
                 }
                 let gone = conn.consumers.remove(&e.channel.unwrap_or(0)).unwrap_or(0);
                 m.consumers_active
-                    .get_or_create(&conn_sys)
+                    .get_or_create(&conn_sys(e.system))
                     .dec_by(gone as i64);
             }
             EventKind::Subscribe | EventKind::Unsubscribe => {
                 let up = e.kind == EventKind::Subscribe;
-                let s = conn_sys.clone();
+                let s = conn_sys(e.system);
                 match e.system {
                     System::Amqp => {
                         let n = conn.consumers.entry(e.channel.unwrap_or(0)).or_default();
@@ -740,11 +744,11 @@ impl Recorder {
             }
             EventKind::Auth => {
                 let outcome = e.outcome.unwrap_or(Outcome::Unknown);
-                let mut l = conn_sys.clone();
+                let mut l = conn_sys(e.system);
                 l.push(("outcome", outcome.as_str().to_owned()));
                 m.auth.get_or_create(&l).inc();
                 if outcome == Outcome::Failure {
-                    m.auth_failures.get_or_create(&conn_sys).inc();
+                    m.auth_failures.get_or_create(&conn_sys(e.system)).inc();
                 }
             }
             EventKind::Error => self.protocol_error(e),
