@@ -3,13 +3,14 @@
 //! Data flows one way: `capture` (kernel programs, targets, ring records, connections) →
 //! `stream` (TCP reassembly per connection and direction) → `protocol` (inference and one
 //! decoder per protocol) → `event` (BrokerEvent, one vocabulary) → sinks (`render` for
-//! `trace`, `metrics`, `live` for `latency`, spans and audit). `daemon` holds what `brokerscope run` needs around
+//! `trace`, `metrics`, `live` for `latency`, spans and audit). `k8s` adds Kubernetes pod metadata about the brokers. `daemon` holds what `brokerscope run` needs around
 //! that flow: configuration, logging, the HTTP endpoints.
 pub mod audit;
 pub mod capture;
 pub mod correlate;
 pub mod daemon;
 pub mod event;
+pub mod k8s;
 pub mod live;
 pub mod metrics;
 pub mod protocol;

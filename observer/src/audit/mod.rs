@@ -12,10 +12,15 @@
 //!
 //! Record shape (absent values omitted):
 //! `{"time", "node", "event": {"action", "outcome"}, "messaging": {"system"}, "process":
-//! {"pid", "executable"}, "container": {"id"}, "pod": {"name", "namespace"}, "client": {"ip",
+//! {"pid", "executable"}, "container": {"id", "name"}, "pod": {"name", "namespace", "uid"},
+//! "workload": {"kind", "name"}, "client": {"ip",
 //! "port"}, "server": {"ip", "port"}, "user": {"name"}, "vhost", "resource": {"type", "name",
 //! "parent", "source", "routing_key"}, "reason": {"code", "text"}, "acl": {…}, "config":
 //! {"names"}, "message": {"id", "size", "count"}, "connection", "protocol_method"}`.
+//! `container`, `pod` and `workload` describe the broker process (not the client): the
+//! container id from its cgroup, pod name/namespace/UID from /proc, and, with the Kubernetes
+//! API on (`crate::k8s`), the container name, the API's pod fields and the owning workload
+//! (`Deployment`, `StatefulSet`, `DaemonSet`, `Job`, `ReplicaSet` or `Pod`).
 //! `time` is RFC 3339 UTC with nanoseconds; `messaging.system` is `rabbitmq`, `mqtt`, `nats`
 //! or `kafka`; `event.outcome` is `success`, `failure` or `unknown`.
 //!
@@ -40,7 +45,7 @@ pub mod sink;
 use std::path::PathBuf;
 
 pub use query::{ExportFormat, Filter, ReadStats};
-pub use record::{AuditContext, AuditLevel, AuditRecord, Workload, from_event};
+pub use record::{AuditContext, AuditLevel, AuditRecord, Workload, WorkloadRef, from_event};
 pub use sink::AuditSink;
 
 /// Default audit log of `brokerscope run` and `brokerscope audit`.

@@ -126,6 +126,9 @@ pub struct Process {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Container {
     pub id: String,
+    /// The container's name in the pod spec (Kubernetes API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +137,18 @@ pub struct Pod {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+}
+
+/// The workload that owns the broker's pod (Kubernetes API).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadRef {
+    /// `Deployment`, `StatefulSet`, `DaemonSet`, `Job`, `ReplicaSet` or `Pod`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// `client` (the peer) or `server` (the broker's side).
@@ -248,6 +263,8 @@ pub struct AuditRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<Pod>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<WorkloadRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<Endpoint>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<Endpoint>,
@@ -308,8 +325,12 @@ pub fn messaging_system(s: System) -> &'static str {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Workload {
     pub container_id: Option<String>,
+    pub container_name: Option<String>,
     pub pod_name: Option<String>,
     pub pod_namespace: Option<String>,
+    pub pod_uid: Option<String>,
+    pub workload_kind: Option<String>,
+    pub workload_name: Option<String>,
 }
 
 type ExeLookup = Box<dyn Fn(u32) -> Option<String> + Send + Sync>;
@@ -354,7 +375,8 @@ impl AuditContext {
         self
     }
 
-    /// `container.id`, `pod.name`, `pod.namespace` from the pid.
+    /// `container.id`/`.name`, `pod.name`/`.namespace`/`.uid`, `workload.kind`/`.name` from
+    /// the pid.
     pub fn with_workload(
         mut self,
         lookup: impl Fn(u32) -> Option<Workload> + Send + Sync + 'static,
@@ -401,11 +423,20 @@ impl AuditContext {
             .clone()
             .or_else(|| st.users.get(&e.conn.id).cloned())
             .filter(|u| !u.is_empty());
-        let pod =
-            (workload.pod_name.is_some() || workload.pod_namespace.is_some()).then_some(Pod {
-                name: workload.pod_name,
-                namespace: workload.pod_namespace,
+        let pod = (workload.pod_name.is_some()
+            || workload.pod_namespace.is_some()
+            || workload.pod_uid.is_some())
+        .then_some(Pod {
+            name: workload.pod_name,
+            namespace: workload.pod_namespace,
+            uid: workload.pod_uid,
+        });
+        let owner = (workload.workload_kind.is_some() || workload.workload_name.is_some())
+            .then_some(WorkloadRef {
+                kind: workload.workload_kind,
+                name: workload.workload_name,
             });
+        let container_name = workload.container_name;
         AuditRecord {
             time: rfc3339(e.ts_ns),
             node: self.node.clone(),
@@ -417,8 +448,12 @@ impl AuditContext {
                 system: messaging_system(e.system).to_owned(),
             },
             process: (pid.is_some() || executable.is_some()).then_some(Process { pid, executable }),
-            container: workload.container_id.map(|id| Container { id }),
+            container: workload.container_id.map(|id| Container {
+                id,
+                name: container_name,
+            }),
             pod,
+            workload: owner,
             client: Some(e.conn.peer.into()),
             server: Some(e.conn.local.into()),
             user: user.map(|name| User { name }),

@@ -89,8 +89,12 @@ fn connection_records_carry_identity_and_the_login_user() {
         .with_workload(|_| {
             Some(Workload {
                 container_id: Some("abc123".into()),
+                container_name: Some("rabbitmq".into()),
                 pod_name: Some("rabbit-0".into()),
                 pod_namespace: Some("mq".into()),
+                pod_uid: Some("0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9".into()),
+                workload_kind: Some("StatefulSet".into()),
+                workload_name: Some("rabbit".into()),
             })
         });
     let mut auth = amqp(EventKind::Auth, Direction::Egress, "connection.tune", 0);
@@ -122,6 +126,10 @@ fn connection_records_carry_identity_and_the_login_user() {
     assert_eq!(v["container"]["id"], "abc123");
     assert_eq!(v["pod"]["name"], "rabbit-0");
     assert_eq!(v["pod"]["namespace"], "mq");
+    assert_eq!(v["container"]["name"], "rabbitmq");
+    assert_eq!(v["pod"]["uid"], "0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9");
+    assert_eq!(v["workload"]["kind"], "StatefulSet");
+    assert_eq!(v["workload"]["name"], "rabbit");
     assert_eq!(v["client"]["ip"], "10.0.0.9");
     assert_eq!(v["client"]["port"], 51000);
     assert_eq!(v["server"]["port"], 5672);

@@ -89,6 +89,8 @@ pub struct Labels {
     /// since every waiting entry and observation carries it.
     pub destination: Option<Arc<str>>,
     pub vhost: Option<Arc<str>>,
+    /// The broker process (`event.conn.pid`), for per-broker (pod) labels.
+    pub pid: Option<u32>,
 }
 
 /// One measured latency.
@@ -266,6 +268,15 @@ impl Correlator {
         let mut out = HashMap::new();
         for w in self.deliveries.values() {
             *out.entry(w.labels.system).or_default() += w.count;
+        }
+        out
+    }
+
+    /// Messages delivered and not yet settled, per system and broker pid.
+    pub fn in_flight_by_broker(&self) -> HashMap<(System, Option<u32>), u64> {
+        let mut out = HashMap::new();
+        for w in self.deliveries.values() {
+            *out.entry((w.labels.system, w.labels.pid)).or_default() += w.count;
         }
         out
     }
@@ -667,6 +678,7 @@ fn labels(e: &BrokerEvent) -> Labels {
             .as_ref()
             .and_then(|d| d.vhost.as_deref())
             .map(Arc::from),
+        pid: e.conn.pid,
     }
 }
 

@@ -48,7 +48,9 @@ pub const ENV_DISCOVER: &str = "BROKERSCOPE_DISCOVER";
 ///
 /// Environment variables: `BROKERSCOPE_CONFIG`, `BROKERSCOPE_LISTEN`, `BROKERSCOPE_LOG_FORMAT`,
 /// `BROKERSCOPE_LOG`, `BROKERSCOPE_MAX_DESTINATIONS`, `BROKERSCOPE_RING_SIZE`,
-/// `BROKERSCOPE_CAPTURE_CAP`, `BROKERSCOPE_CGROUP_ROOT`, `BROKERSCOPE_PENDING_MAX`, `BROKERSCOPE_PENDING_TTL` (each the
+/// `BROKERSCOPE_CAPTURE_CAP`, `BROKERSCOPE_CGROUP_ROOT`, `BROKERSCOPE_PENDING_MAX`,
+/// `BROKERSCOPE_PENDING_TTL`, `BROKERSCOPE_KUBERNETES`, `BROKERSCOPE_KUBE_API_URL`,
+/// `BROKERSCOPE_NODE_NAME`, `BROKERSCOPE_K8S_METRIC_LABELS` (each the
 /// same as its flag, which wins over it), and the env-only `BROKERSCOPE_DISCOVER=false` (same
 /// as `--no-discover`, read by [`Config::load`]).
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -141,6 +143,80 @@ pub struct RunArgs {
     /// `standard` (connections, logins, access, resources) or `full` (also every publish).
     #[arg(long, env = "BROKERSCOPE_AUDIT_LEVEL", value_name = "LEVEL")]
     pub audit_level: Option<AuditLevelName>,
+    /// Kubernetes pod metadata about brokers: auto (on in a cluster or with --kube-api-url),
+    /// on, off [default: auto].
+    #[arg(long, env = "BROKERSCOPE_KUBERNETES", value_name = "MODE")]
+    pub kubernetes: Option<KubernetesMode>,
+    /// Kubernetes API server URL (http:// allowed, e.g. for kubectl proxy)
+    /// [default: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT].
+    #[arg(long, env = "BROKERSCOPE_KUBE_API_URL", value_name = "URL")]
+    pub kube_api_url: Option<String>,
+    /// This node's name: the pods listed are the ones scheduled here [default: the host name].
+    #[arg(long, env = "BROKERSCOPE_NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// Add namespace, pod and workload labels to the per-broker metric families.
+    #[arg(long, env = "BROKERSCOPE_K8S_METRIC_LABELS")]
+    pub k8s_metric_labels: bool,
+}
+
+/// When to ask the Kubernetes API about the brokers' pods.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum KubernetesMode {
+    /// On when `KUBERNETES_SERVICE_HOST` is set or an API URL is given.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+/// `[kubernetes]`: pod metadata about the brokers from the Kubernetes API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubernetesConfig {
+    pub enabled: KubernetesMode,
+    /// API server URL; absent: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    /// Service-account token (read before every request; a missing file sends none).
+    pub token_file: PathBuf,
+    /// CA bundle of the API server (https only).
+    pub ca_file: PathBuf,
+    /// Node whose pods are listed; absent: the host name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// Adds `namespace`, `pod`, `workload` labels to the per-broker metric families.
+    pub metric_labels: bool,
+    /// Full refresh period of the pod list, in seconds (a cache miss refreshes sooner).
+    pub refresh_seconds: f64,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        KubernetesConfig {
+            enabled: KubernetesMode::Auto,
+            api_url: None,
+            token_file: crate::k8s::DEFAULT_TOKEN_FILE.into(),
+            ca_file: crate::k8s::DEFAULT_CA_FILE.into(),
+            node_name: None,
+            metric_labels: false,
+            refresh_seconds: 30.0,
+        }
+    }
+}
+
+impl KubernetesConfig {
+    /// The API URL to use, when the API is on (`env` looks up `KUBERNETES_SERVICE_*`).
+    pub fn api(&self, env: impl Fn(&str) -> Option<String>) -> Option<String> {
+        let url = self
+            .api_url
+            .clone()
+            .or_else(|| crate::k8s::ApiConfig::in_cluster_url(&env));
+        match self.enabled {
+            KubernetesMode::Off => None,
+            KubernetesMode::Auto | KubernetesMode::On => url,
+        }
+    }
 }
 
 /// How much the audit trail records.
@@ -289,6 +365,7 @@ pub struct Config {
     pub correlation: CorrelationConfig,
     pub spans: SpansConfig,
     pub audit: AuditConfig,
+    pub kubernetes: KubernetesConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -356,6 +433,7 @@ impl Default for Config {
             correlation: CorrelationConfig::default(),
             spans: SpansConfig::default(),
             audit: AuditConfig::default(),
+            kubernetes: KubernetesConfig::default(),
         }
     }
 }
@@ -597,6 +675,18 @@ impl Config {
         if let Some(l) = args.audit_level {
             self.audit.level = l;
         }
+        if let Some(m) = args.kubernetes {
+            self.kubernetes.enabled = m;
+        }
+        if let Some(u) = &args.kube_api_url {
+            self.kubernetes.api_url = Some(u.clone());
+        }
+        if let Some(n) = &args.node_name {
+            self.kubernetes.node_name = Some(n.clone());
+        }
+        if args.k8s_metric_labels {
+            self.kubernetes.metric_labels = true;
+        }
     }
 
     /// Checks every value; the error names the setting (file key and flag), the value, and what
@@ -764,6 +854,32 @@ impl Config {
                 "audit.max_bytes (--audit-max-bytes)",
                 self.audit.max_bytes.to_string(),
                 "must be at least 4096 bytes (default 104857600)".into(),
+            );
+        }
+        let k = &self.kubernetes;
+        if let Some(url) = &k.api_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return invalid(
+                "kubernetes.api_url (--kube-api-url)",
+                url.clone(),
+                "give http://HOST:PORT or https://HOST:PORT, e.g. https://10.96.0.1:443 or http://127.0.0.1:8001 (kubectl proxy)".into(),
+            );
+        }
+        if let Some(n) = &k.node_name
+            && (n.trim().is_empty() || n.len() > 253)
+        {
+            return invalid(
+                "kubernetes.node_name (--node-name)",
+                format!("{n:?}"),
+                "give the node's name as Kubernetes knows it (spec.nodeName), e.g. from the downward API".into(),
+            );
+        }
+        if !(k.refresh_seconds.is_finite() && k.refresh_seconds >= 1.0) {
+            return invalid(
+                "kubernetes.refresh_seconds",
+                k.refresh_seconds.to_string(),
+                "must be a number of seconds of at least 1 (default 30)".into(),
             );
         }
         if let Some(d) = self.duration_seconds

@@ -36,6 +36,7 @@ fn obs(
             system: System::Amqp,
             destination: Some(Arc::from(dest)),
             vhost: None,
+            pid: None,
         },
         latency_ns,
         count: 1,

@@ -7,12 +7,20 @@
 //!
 //! Names: prefix `brokerscope_`, base units (seconds, bytes), counters end in `_total`.
 //! Labels: `system` everywhere it applies; `destination` (templated, capped) on message
-//! families; `vhost` only for AMQP; `consumer_group` and `partition` only on Kafka lag.
+//! families; `vhost` only for AMQP; `consumer_group` and `partition` only on Kafka lag. With
+//! [`Recorder::with_broker_labels`] (`--k8s-metric-labels`), the per-broker families (messages,
+//! bytes, latencies, Kafka request durations, connections, channels, consumers, subscriptions,
+//! in-flight, auth, protocol errors, queue gauges, Kafka lag) also carry `namespace`, `pod` and
+//! `workload` of the broker's pod (absent for brokers outside pods); without it the Recorder
+//! never looks a broker up.
 pub mod labels;
 
 use std::{
     collections::HashMap,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use prometheus_client::{
@@ -25,6 +33,7 @@ use crate::{
     capture::{ConnId, KernelCounters, session::SessionStats},
     correlate::{Observation, Relation, lag::LagTracker},
     event::{BrokerEvent, Destination, EventKind, Outcome, System},
+    k8s::{BrokerMeta, Brokers},
     protocol::{DecoderStats, pipeline::PipelineStats},
 };
 use labels::Labeler;
@@ -113,6 +122,9 @@ pub struct Metrics {
     pub spans_exported: Counter,
     pub spans_dropped: Counter,
     pub span_export_errors: Counter,
+    pub kubernetes_lookups: Counters,
+    pub kubernetes_api_errors: Counter,
+    pub kubernetes_evictions: Counter,
     pub scrapes: AtomicU64,
 }
 
@@ -365,6 +377,21 @@ impl Metrics {
                 "span_export_errors",
                 "OTLP export requests that failed",
             ),
+            kubernetes_lookups: c(
+                &mut r,
+                "kubernetes_lookups",
+                "Broker pod lookups in the Kubernetes metadata cache by result (hit, miss, error: the API has not answered)",
+            ),
+            kubernetes_api_errors: plain(
+                &mut r,
+                "kubernetes_api_errors",
+                "Kubernetes API requests that failed (each kind of error is logged once)",
+            ),
+            kubernetes_evictions: plain(
+                &mut r,
+                "kubernetes_cache_evictions",
+                "Containers left out of the Kubernetes metadata cache because of its cap",
+            ),
             scrapes: AtomicU64::new(0),
             registry: r,
         };
@@ -423,11 +450,21 @@ fn sys(s: System) -> L {
     vec![("system", s.as_str().to_owned())]
 }
 
+/// Appends the broker's `namespace`, `pod`, `workload` labels (only those known).
+fn push_broker(l: &mut L, broker: Option<&BrokerMeta>) {
+    if let Some(b) = broker {
+        l.extend(b.metric_labels().map(|(k, v)| (k, labels::clean(v))));
+    }
+}
+
 /// Per-connection state behind the active gauges, so a closed connection takes its channels,
 /// consumers and subscriptions with it.
 #[derive(Default)]
 struct ConnGauges {
     system: Option<System>,
+    /// The broker's labels when the connection was first seen, so its gauges go up and down
+    /// in the same series.
+    broker: Option<Arc<BrokerMeta>>,
     channels: u64,
     consumers: HashMap<u32, u64>,
     subscriptions: u64,
@@ -448,6 +485,7 @@ struct DestCounters {
 #[derive(Clone)]
 struct ObsHandles {
     relation: Relation,
+    broker: u64,
     settlement: Option<crate::correlate::Settlement>,
     labels: crate::correlate::Labels,
     counter: Option<Counter>,
@@ -465,7 +503,12 @@ pub struct Recorder {
     event_counters: HashMap<(System, EventKind), Counter>,
     /// Observation handles by a hash of their labels (checked on use).
     obs_cache: HashMap<u64, ObsHandles>,
-    dest_cache: HashMap<System, HashMap<String, DestCounters>>,
+    /// By system and broker ([`BrokerMeta::id`], 0 without broker labels).
+    dest_cache: HashMap<(System, u64), HashMap<String, DestCounters>>,
+    /// `Some` with broker labels on.
+    brokers: Option<Arc<Brokers>>,
+    /// In-flight series set last time, so those of gone brokers go back to 0.
+    in_flight_series: Vec<L>,
     conns: HashMap<ConnId, ConnGauges>,
     lag: LagTracker,
     last_kernel: [u64; observer_common::Counter::COUNT as usize],
@@ -484,6 +527,8 @@ impl Recorder {
             event_counters: HashMap::new(),
             obs_cache: HashMap::new(),
             dest_cache: HashMap::new(),
+            brokers: None,
+            in_flight_series: Vec::new(),
             conns: HashMap::new(),
             lag: LagTracker::default(),
             last_kernel: [0; observer_common::Counter::COUNT as usize],
@@ -495,13 +540,32 @@ impl Recorder {
         }
     }
 
-    /// Labels for a message family: system, destination, and vhost for AMQP.
-    fn dest_labels(&mut self, system: System, dest: Option<&str>, vhost: Option<&str>) -> L {
+    /// Adds `namespace`, `pod`, `workload` labels of the broker (pid) to the per-broker
+    /// families.
+    pub fn with_broker_labels(mut self, brokers: Arc<Brokers>) -> Self {
+        self.brokers = Some(brokers);
+        self
+    }
+
+    /// The broker's identity, when broker labels are on and it runs in a container.
+    fn broker(&self, pid: Option<u32>) -> Option<Arc<BrokerMeta>> {
+        self.brokers.as_ref()?.resolve(pid?)
+    }
+
+    /// Labels for a message family: system, destination, vhost for AMQP, and the broker's.
+    fn dest_labels(
+        &mut self,
+        system: System,
+        dest: Option<&str>,
+        vhost: Option<&str>,
+        broker: Option<&BrokerMeta>,
+    ) -> L {
         let mut l = sys(system);
         l.push(("destination", self.labeler.label(dest.unwrap_or(""))));
         if system == System::Amqp {
             l.push(("vhost", labels::clean(vhost.unwrap_or(""))));
         }
+        push_broker(&mut l, broker);
         l
     }
 
@@ -509,7 +573,20 @@ impl Recorder {
         let d = e.destination.as_ref();
         let name = d.and_then(destination_name);
         let vhost = d.and_then(|d| d.vhost.clone());
-        self.dest_labels(e.system, name.as_deref(), vhost.as_deref())
+        let broker = self.broker(e.conn.pid);
+        self.dest_labels(
+            e.system,
+            name.as_deref(),
+            vhost.as_deref(),
+            broker.as_deref(),
+        )
+    }
+
+    /// `system` plus the broker's labels.
+    fn sys_labels(&self, system: System, pid: Option<u32>) -> L {
+        let mut l = sys(system);
+        push_broker(&mut l, self.broker(pid).as_deref());
+        l
     }
 
     /// The message counters of an event's destination, from the cache when possible.
@@ -530,7 +607,15 @@ impl Recorder {
                 .or(d.queue.as_deref())
                 .unwrap_or(""),
         };
-        if let Some(c) = self.dest_cache.get(&e.system).and_then(|m| m.get(key)) {
+        let broker = match &self.brokers {
+            None => 0,
+            Some(_) => self.broker(e.conn.pid).map_or(0, |b| b.id),
+        };
+        if let Some(c) = self
+            .dest_cache
+            .get(&(e.system, broker))
+            .and_then(|m| m.get(key))
+        {
             return c.clone();
         }
         let key = key.to_owned();
@@ -542,7 +627,10 @@ impl Recorder {
             delivered: m.delivered.get_or_create(&l).clone(),
             delivered_bytes: m.delivered_bytes.get_or_create(&l).clone(),
         };
-        let cache = self.dest_cache.entry(e.system).or_default();
+        if self.dest_cache.len() >= DEST_CACHE {
+            self.dest_cache.clear();
+        }
+        let cache = self.dest_cache.entry((e.system, broker)).or_default();
         if cache.len() >= DEST_CACHE {
             cache.clear();
         }
@@ -566,17 +654,38 @@ impl Recorder {
             })
             .inc();
         let conn = self.conns.entry(e.conn.id).or_default();
-        conn.system.get_or_insert(e.system);
+        if conn.system.is_none() {
+            conn.system = Some(e.system);
+            if let Some(b) = &self.brokers {
+                conn.broker = e.conn.pid.and_then(|p| b.resolve(p));
+            }
+        }
+        // The connection's series: system, plus the broker's labels from its first event
+        // (built only by the branches that need it: most events are messages).
+        let conn_broker = conn.broker.clone();
+        let conn_sys = |s: System| {
+            let mut l = sys(s);
+            push_broker(&mut l, conn_broker.as_deref());
+            l
+        };
         match e.kind {
             EventKind::ConnectionOpened => {
-                m.connections_opened.get_or_create(&sys(e.system)).inc();
-                m.connections_active.get_or_create(&sys(e.system)).inc();
+                m.connections_opened
+                    .get_or_create(&conn_sys(e.system))
+                    .inc();
+                m.connections_active
+                    .get_or_create(&conn_sys(e.system))
+                    .inc();
             }
             EventKind::ConnectionClosed => {
-                m.connections_closed.get_or_create(&sys(e.system)).inc();
-                m.connections_active.get_or_create(&sys(e.system)).dec();
+                m.connections_closed
+                    .get_or_create(&conn_sys(e.system))
+                    .inc();
+                m.connections_active
+                    .get_or_create(&conn_sys(e.system))
+                    .dec();
                 if let Some(c) = self.conns.remove(&e.conn.id) {
-                    let s = sys(e.system);
+                    let s = conn_sys(e.system);
                     m.channels_active
                         .get_or_create(&s)
                         .dec_by(c.channels as i64);
@@ -591,21 +700,21 @@ impl Recorder {
             }
             EventKind::ChannelOpened => {
                 conn.channels += 1;
-                m.channels_active.get_or_create(&sys(e.system)).inc();
+                m.channels_active.get_or_create(&conn_sys(e.system)).inc();
             }
             EventKind::ChannelClosed => {
                 if conn.channels > 0 {
                     conn.channels -= 1;
-                    m.channels_active.get_or_create(&sys(e.system)).dec();
+                    m.channels_active.get_or_create(&conn_sys(e.system)).dec();
                 }
                 let gone = conn.consumers.remove(&e.channel.unwrap_or(0)).unwrap_or(0);
                 m.consumers_active
-                    .get_or_create(&sys(e.system))
+                    .get_or_create(&conn_sys(e.system))
                     .dec_by(gone as i64);
             }
             EventKind::Subscribe | EventKind::Unsubscribe => {
                 let up = e.kind == EventKind::Subscribe;
-                let s = sys(e.system);
+                let s = conn_sys(e.system);
                 match e.system {
                     System::Amqp => {
                         let n = conn.consumers.entry(e.channel.unwrap_or(0)).or_default();
@@ -675,11 +784,11 @@ impl Recorder {
             }
             EventKind::Auth => {
                 let outcome = e.outcome.unwrap_or(Outcome::Unknown);
-                let mut l = sys(e.system);
+                let mut l = conn_sys(e.system);
                 l.push(("outcome", outcome.as_str().to_owned()));
                 m.auth.get_or_create(&l).inc();
                 if outcome == Outcome::Failure {
-                    m.auth_failures.get_or_create(&sys(e.system)).inc();
+                    m.auth_failures.get_or_create(&conn_sys(e.system)).inc();
                 }
             }
             EventKind::Error => self.protocol_error(e),
@@ -688,9 +797,9 @@ impl Recorder {
                     && e.system == System::Kafka
                 {
                     let api = labels::clean(e.method.unwrap_or("unknown"));
-                    m.kafka_request
-                        .get_or_create(&vec![("api", api)])
-                        .observe(ns as f64 / 1e9);
+                    let mut l = vec![("api", api)];
+                    push_broker(&mut l, self.broker(e.conn.pid).as_deref());
+                    m.kafka_request.get_or_create(&l).observe(ns as f64 / 1e9);
                 }
                 if e.system == System::Kafka && e.reply_code.is_some_and(|c| c != 0) {
                     self.protocol_error(e);
@@ -706,12 +815,15 @@ impl Recorder {
                     .iter()
                     .any(|(k, _)| *k == "hw" || *k == "high_watermark");
             if touched {
+                // Lag is the cluster's, reported under the broker that showed it.
+                let broker = self.broker(e.conn.pid);
                 for l in self.lag.lag() {
-                    let labels = vec![
+                    let mut labels = vec![
                         ("consumer_group", labels::clean(&l.group)),
                         ("destination", self.labeler.label(&l.topic)),
                         ("partition", l.partition.to_string()),
                     ];
+                    push_broker(&mut labels, broker.as_deref());
                     m.kafka_lag.get_or_create(&labels).set(l.lag);
                 }
             }
@@ -719,7 +831,7 @@ impl Recorder {
     }
 
     fn protocol_error(&mut self, e: &BrokerEvent) {
-        let mut l = sys(e.system);
+        let mut l = self.sys_labels(e.system, e.conn.pid);
         l.push((
             "code",
             e.reply_code
@@ -732,20 +844,32 @@ impl Recorder {
     pub fn observation(&mut self, o: &Observation) {
         use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
         let l = &o.labels;
+        // Without broker labels the pid plays no part (one series per destination).
+        let broker = match &self.brokers {
+            None => None,
+            Some(_) => self.broker(l.pid),
+        };
+        let broker_id = broker.as_ref().map_or(0, |b| b.id);
         let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one((
             o.relation,
             o.settlement,
             l.system,
             l.destination.as_deref(),
             l.vhost.as_deref(),
+            broker_id,
         ));
         let cached = self.obs_cache.get(&hash).filter(|c| {
-            c.relation == o.relation && c.settlement == o.settlement && c.labels == o.labels
+            c.relation == o.relation
+                && c.settlement == o.settlement
+                && c.broker == broker_id
+                && c.labels.system == l.system
+                && c.labels.destination == l.destination
+                && c.labels.vhost == l.vhost
         });
         let handles = match cached {
             Some(c) => c.clone(),
             None => {
-                let c = self.observation_handles(o);
+                let c = self.observation_handles(o, broker.as_deref());
                 if self.obs_cache.len() >= DEST_CACHE {
                     self.obs_cache.clear();
                 }
@@ -763,12 +887,13 @@ impl Recorder {
     }
 
     /// The counter and histogram an observation goes to (the slow path: labels and lookups).
-    fn observation_handles(&mut self, o: &Observation) -> ObsHandles {
+    fn observation_handles(&mut self, o: &Observation, broker: Option<&BrokerMeta>) -> ObsHandles {
         let m = self.metrics.clone();
         let mut l = self.dest_labels(
             o.labels.system,
             o.labels.destination.as_deref(),
             o.labels.vhost.as_deref(),
+            broker,
         );
         let (counter, family) = match o.relation {
             Relation::PublishConfirm => {
@@ -794,6 +919,7 @@ impl Recorder {
         };
         ObsHandles {
             relation: o.relation,
+            broker: broker.map_or(0, |b| b.id),
             settlement: o.settlement,
             labels: o.labels.clone(),
             counter,
@@ -899,11 +1025,30 @@ impl Recorder {
                 .set(correlator.pending(r) as i64);
         }
         self.last_correlator = cs.clone();
-        let in_flight = correlator.in_flight();
-        for s in System::ALL {
-            m.in_flight
-                .get_or_create(&sys(s))
-                .set(in_flight.get(&s).copied().unwrap_or(0) as i64);
+        if self.brokers.is_some() {
+            // One series per system and broker pod; series of gone brokers go back to 0.
+            let mut now: HashMap<L, u64> = System::ALL.iter().map(|&s| (sys(s), 0)).collect();
+            for ((s, pid), n) in correlator.in_flight_by_broker() {
+                *now.entry(self.sys_labels(s, pid)).or_default() += n;
+            }
+            for l in std::mem::take(&mut self.in_flight_series) {
+                now.entry(l).or_default();
+            }
+            for (l, n) in &now {
+                m.in_flight.get_or_create(l).set(*n as i64);
+            }
+            self.in_flight_series = now
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(l, _)| l)
+                .collect();
+        } else {
+            let in_flight = correlator.in_flight();
+            for s in System::ALL {
+                m.in_flight
+                    .get_or_create(&sys(s))
+                    .set(in_flight.get(&s).copied().unwrap_or(0) as i64);
+            }
         }
         m.destinations.set(self.labeler.distinct() as i64);
         m.destinations_overflow

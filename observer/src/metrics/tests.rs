@@ -269,3 +269,131 @@ fn queue_declare_ok_sets_depth_and_consumers_and_purge_ok_does_not() {
         2.0
     );
 }
+
+/// A Brokers table where pid 10 runs in pod `mqtt-7d9f8c6b5d-x2x4q` of Deployment `mqtt` and
+/// pid 11 is a host process (fake procfs, pod list installed in the cache directly).
+fn brokers_with_a_pod(tag: &str) -> (Arc<crate::k8s::Brokers>, std::path::PathBuf) {
+    let id = "1".repeat(64);
+    let root = std::env::temp_dir().join(format!("bs-metrics-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(root.join("10")).unwrap();
+    std::fs::create_dir_all(root.join("11")).unwrap();
+    std::fs::write(
+        root.join("10/cgroup"),
+        format!("0::/kubepods/besteffort/pod0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9/{id}\n"),
+    )
+    .unwrap();
+    std::fs::write(root.join("11/cgroup"), "0::/user.slice\n").unwrap();
+    let list: crate::k8s::pods::PodList = serde_json::from_value(serde_json::json!({"items": [{
+        "metadata": {"name": "mqtt-7d9f8c6b5d-x2x4q", "namespace": "messaging",
+            "uid": "0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9",
+            "labels": {"pod-template-hash": "7d9f8c6b5d"},
+            "ownerReferences": [{"kind": "ReplicaSet", "name": "mqtt-7d9f8c6b5d", "controller": true}]},
+        "spec": {"nodeName": "node-a"},
+        "status": {"containerStatuses": [{"name": "mosquitto", "containerID": format!("containerd://{id}")}]}
+    }]}))
+    .unwrap();
+    let cache = crate::k8s::PodCache::new();
+    cache.install(list.items.into_iter().map(|p| p.entries()).collect(), 100);
+    let brokers = crate::k8s::Brokers::new(crate::capture::procfs::ProcFs::new(&root), Some(cache));
+    (Arc::new(brokers), root)
+}
+
+#[test]
+fn broker_labels_on_per_broker_families_only_when_asked() {
+    let (brokers, root) = brokers_with_a_pod("labels");
+    let pod = r#"namespace="messaging",pod="mqtt-7d9f8c6b5d-x2x4q",workload="mqtt""#;
+    for on in [true, false] {
+        let metrics = Arc::new(Metrics::new());
+        let mut r = Recorder::new(metrics.clone(), Labeler::new(100, Vec::new()));
+        if on {
+            r = r.with_broker_labels(brokers.clone());
+        }
+        let mut c = Correlator::new(CorrelatorConfig::default());
+        for (conn, pid, n) in [(1u64, 10u32, 3), (2, 11, 2)] {
+            let mut open = ev(conn, System::Mqtt, EventKind::ConnectionOpened);
+            open.conn.pid = Some(pid);
+            r.event(&open);
+            for i in 0..n {
+                let mut p = ev(conn, System::Mqtt, EventKind::Publish);
+                p.conn.pid = Some(pid);
+                p.packet_id = Some(i + 1);
+                p.qos = Some(1);
+                topic(&mut p, "t");
+                r.event(&p);
+                c.observe(&p, &mut |o| r.observation(&o));
+                let mut ack = ev(conn, System::Mqtt, EventKind::Confirm);
+                ack.conn.pid = Some(pid);
+                ack.direction = Direction::Egress;
+                ack.packet_id = Some(i + 1);
+                ack.ts_ns += 1000;
+                r.event(&ack);
+                c.observe(&ack, &mut |o| r.observation(&o));
+            }
+        }
+        let text = metrics.encode();
+        if on {
+            assert_eq!(
+                value(
+                    &text,
+                    &format!(
+                        r#"brokerscope_messages_published_total{{system="mqtt",destination="t",{pod}}}"#
+                    )
+                ),
+                3.0
+            );
+            assert_eq!(
+                value(
+                    &text,
+                    r#"brokerscope_messages_published_total{system="mqtt",destination="t"}"#
+                ),
+                2.0
+            );
+            assert_eq!(
+                value(
+                    &text,
+                    &format!(
+                        r#"brokerscope_messages_confirmed_total{{system="mqtt",destination="t",{pod}}}"#
+                    )
+                ),
+                3.0
+            );
+            assert_eq!(
+                value(
+                    &text,
+                    &format!(
+                        r#"brokerscope_publish_confirm_latency_seconds_count{{system="mqtt",destination="t",{pod}}}"#
+                    )
+                ),
+                3.0
+            );
+            assert_eq!(
+                value(
+                    &text,
+                    &format!(r#"brokerscope_connections_active{{system="mqtt",{pod}}}"#)
+                ),
+                1.0
+            );
+            assert_eq!(
+                value(&text, r#"brokerscope_connections_active{system="mqtt"}"#),
+                1.0
+            );
+        } else {
+            assert!(!text.contains("workload="), "{text}");
+            assert_eq!(
+                value(
+                    &text,
+                    r#"brokerscope_messages_published_total{system="mqtt",destination="t"}"#
+                ),
+                5.0
+            );
+            assert_eq!(
+                value(
+                    &text,
+                    r#"brokerscope_publish_confirm_latency_seconds_count{system="mqtt",destination="t"}"#
+                ),
+                5.0
+            );
+        }
+    }
+    std::fs::remove_dir_all(&root).unwrap();
+}

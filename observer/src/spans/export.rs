@@ -20,7 +20,12 @@
 //! - timeout: [`SpanConfig::timeout`] if set, else `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT` /
 //!   `OTEL_EXPORTER_OTLP_TIMEOUT` (ms), else 10 s;
 //! - resource: see [`ResourceInfo`]; `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_SERVICE_NAME` override
-//!   the built-in values, explicit [`ResourceInfo`] fields override those.
+//!   the built-in values, explicit [`ResourceInfo`] fields override those. With
+//!   [`SpanConfig::brokers`], spans of a broker in a container get a resource of their own (one
+//!   per broker workload): the base resource without the observer's own container and pod,
+//!   plus the broker's `container.id` and `k8s.*` attributes. Each batch is grouped by resource
+//!   and exported one group at a time after `set_resource` (the OTLP exporter builds each
+//!   request from the resource set last); spans of host processes keep the base resource.
 use std::{
     borrow::Cow,
     sync::{
@@ -50,7 +55,18 @@ use super::{
 use crate::{
     correlate::{Awaits, Observation},
     event::BrokerEvent,
+    k8s::BrokerMeta,
 };
+
+/// Broker pid → its container and pod (see [`crate::k8s::Brokers::resolve`]).
+#[derive(Clone)]
+pub struct BrokerLookup(pub Arc<dyn Fn(u32) -> Option<Arc<BrokerMeta>> + Send + Sync>);
+
+impl std::fmt::Debug for BrokerLookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BrokerLookup")
+    }
+}
 
 /// OTLP transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,6 +181,8 @@ pub struct SpanConfig {
     /// How long a span waits for its batch to fill.
     pub batch_delay: Duration,
     pub resource: ResourceInfo,
+    /// Per-broker resources (see the module docs); `None`: every span gets `resource`.
+    pub brokers: Option<BrokerLookup>,
 }
 
 impl Default for SpanConfig {
@@ -178,6 +196,7 @@ impl Default for SpanConfig {
             max_batch: 512,
             batch_delay: Duration::from_secs(1),
             resource: ResourceInfo::default(),
+            brokers: None,
         }
     }
 }
@@ -224,7 +243,11 @@ impl SpanPipeline {
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let thread_counters = counters.clone();
         let resource = config.resource.resource();
-        let export = ExportLoop {
+        let mut export = ExportLoop {
+            base_info: config.resource.clone(),
+            base: resource.clone(),
+            brokers: config.brokers.clone(),
+            resources: std::collections::HashMap::new(),
             max_batch: config.max_batch.max(1),
             batch_delay: config.batch_delay,
             counters: thread_counters,
@@ -261,7 +284,7 @@ impl SpanPipeline {
                 };
                 exporter.set_resource(&resource);
                 let _ = ready_tx.send(Ok(()));
-                export.run(&runtime, &exporter, rx);
+                export.run(&runtime, &mut exporter, rx);
                 let _ = exporter.shutdown();
             })
             .map_err(SpanError::Thread)?;
@@ -387,6 +410,11 @@ fn http_traces_url(endpoint: &str) -> String {
 }
 
 struct ExportLoop {
+    base_info: ResourceInfo,
+    base: Resource,
+    brokers: Option<BrokerLookup>,
+    /// Resources by [`BrokerMeta::id`], built once.
+    resources: std::collections::HashMap<u64, Resource>,
     max_batch: usize,
     batch_delay: Duration,
     counters: Arc<Counters>,
@@ -395,9 +423,9 @@ struct ExportLoop {
 
 impl ExportLoop {
     fn run(
-        &self,
+        &mut self,
         runtime: &tokio::runtime::Runtime,
-        exporter: &opentelemetry_otlp::SpanExporter,
+        exporter: &mut opentelemetry_otlp::SpanExporter,
         rx: Receiver<Span>,
     ) {
         let mut batch = Vec::with_capacity(self.max_batch);
@@ -433,16 +461,77 @@ impl ExportLoop {
     }
 
     fn export(
-        &self,
+        &mut self,
         runtime: &tokio::runtime::Runtime,
-        exporter: &opentelemetry_otlp::SpanExporter,
+        exporter: &mut opentelemetry_otlp::SpanExporter,
         batch: &mut Vec<SpanData>,
     ) {
         if batch.is_empty() {
             return;
         }
-        let n = batch.len() as u64;
         let spans = std::mem::replace(batch, Vec::with_capacity(self.max_batch));
+        let Some(brokers) = self.brokers.clone() else {
+            return self.send(runtime, exporter, spans);
+        };
+        // Group by broker identity (0: no container → the base resource), first-seen order.
+        let mut groups: Vec<(Option<Arc<BrokerMeta>>, Vec<SpanData>)> = Vec::new();
+        for span in spans {
+            let meta = span
+                .attributes
+                .iter()
+                .find(|kv| kv.key.as_str() == "process.pid")
+                .and_then(|kv| match kv.value {
+                    opentelemetry::Value::I64(pid) => u32::try_from(pid).ok(),
+                    _ => None,
+                })
+                .and_then(|pid| (brokers.0)(pid));
+            let id = meta.as_ref().map_or(0, |m| m.id);
+            match groups
+                .iter_mut()
+                .find(|(m, _)| m.as_ref().map_or(0, |m| m.id) == id)
+            {
+                Some((_, g)) => g.push(span),
+                None => groups.push((meta, vec![span])),
+            }
+        }
+        for (meta, spans) in groups {
+            let resource = match &meta {
+                None => self.base.clone(),
+                Some(m) => self.broker_resource(m),
+            };
+            exporter.set_resource(&resource);
+            self.send(runtime, exporter, spans);
+        }
+        exporter.set_resource(&self.base);
+    }
+
+    /// The base resource with the broker's container and pod instead of the observer's.
+    fn broker_resource(&mut self, m: &BrokerMeta) -> Resource {
+        if self.resources.len() >= 1024 {
+            self.resources.clear();
+        }
+        self.resources
+            .entry(m.id)
+            .or_insert_with(|| {
+                let mut info = ResourceInfo {
+                    container_id: None,
+                    k8s_pod_name: None,
+                    k8s_namespace_name: None,
+                    ..self.base_info.clone()
+                };
+                info.extra.splice(0..0, m.resource_attributes());
+                info.resource()
+            })
+            .clone()
+    }
+
+    fn send(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        exporter: &opentelemetry_otlp::SpanExporter,
+        spans: Vec<SpanData>,
+    ) {
+        let n = spans.len() as u64;
         match runtime.block_on(exporter.export(spans)) {
             Ok(()) => {
                 self.counters.exported.fetch_add(n, Ordering::Relaxed);

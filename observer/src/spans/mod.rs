@@ -20,7 +20,7 @@ pub mod export;
 pub mod ids;
 pub mod synth;
 
-pub use export::{OtlpProtocol, ResourceInfo, SpanConfig, SpanPipeline, SpanStats};
+pub use export::{BrokerLookup, OtlpProtocol, ResourceInfo, SpanConfig, SpanPipeline, SpanStats};
 pub use synth::{Sampling, Span, SynthStats, Synthesizer};
 
 /// Why the span pipeline could not start.

@@ -16,7 +16,8 @@ use std::{
 
 use observer::{
     audit::{AuditContext, AuditLevel, AuditSink, Workload, from_event},
-    spans::{OtlpProtocol, ResourceInfo, Sampling, SpanConfig, SpanPipeline},
+    k8s::{ApiClient, ApiConfig, Brokers, CacheConfig, PodCache, Refresher},
+    spans::{BrokerLookup, OtlpProtocol, ResourceInfo, Sampling, SpanConfig, SpanPipeline},
 };
 use observer::{
     capture::{CaptureSession, StreamEvent, StreamSink, TargetSpec},
@@ -92,6 +93,11 @@ struct Observe {
     /// Span pipeline totals already added to the metrics.
     spans_counted: (u64, u64, u64),
     events: u64,
+    /// Broker pid → container and pod (shared with audit, spans and metric labels).
+    brokers: Arc<Brokers>,
+    /// Kubernetes cache totals already added to the metrics (hits, misses, errors, API
+    /// errors, evictions).
+    k8s_counted: [u64; 5],
 }
 
 impl EventSink for Observe {
@@ -129,13 +135,17 @@ impl EventSink for Observe {
 struct Timed<'a, S> {
     inner: &'a mut S,
     metrics: &'a Metrics,
+    brokers: &'a Brokers,
 }
 
 impl<S: StreamSink> StreamSink for Timed<'_, S> {
     fn event(&mut self, event: StreamEvent<'_>) {
         match &event {
-            StreamEvent::TargetAdded { target } => log_target(target),
-            StreamEvent::TargetRemoved { pid } => info!(pid, "broker process gone"),
+            StreamEvent::TargetAdded { target } => log_target(target, self.brokers),
+            StreamEvent::TargetRemoved { pid } => {
+                info!(pid, "broker process gone");
+                self.brokers.forget(*pid);
+            }
             _ => {}
         }
         let start = Instant::now();
@@ -147,7 +157,7 @@ impl<S: StreamSink> StreamSink for Timed<'_, S> {
 }
 
 /// The audit trail the configuration asks for, if any.
-fn audit_trail(config: &Config) -> anyhow::Result<Option<Audit>> {
+fn audit_trail(config: &Config, brokers: &Arc<Brokers>) -> anyhow::Result<Option<Audit>> {
     let a = &config.audit;
     let sink = match (&a.file, a.stdout) {
         (Some(path), _) => {
@@ -165,7 +175,7 @@ fn audit_trail(config: &Config) -> anyhow::Result<Option<Audit>> {
         (None, false) => return Ok(None),
     };
     let proc = observer::capture::procfs::ProcFs::default();
-    let workload_proc = proc.clone();
+    let brokers = brokers.clone();
     let context = AuditContext::new(host_name())
         .with_executable(move |pid| {
             std::fs::read_link(proc.root().join(pid.to_string()).join("exe"))
@@ -173,11 +183,15 @@ fn audit_trail(config: &Config) -> anyhow::Result<Option<Audit>> {
                 .map(|p| p.display().to_string())
         })
         .with_workload(move |pid| {
-            let c = observer::capture::container::container_of(&workload_proc, pid);
-            (!c.is_empty()).then_some(Workload {
-                container_id: c.id,
-                pod_name: c.pod_name,
-                pod_namespace: c.pod_namespace,
+            let b = brokers.resolve(pid)?;
+            Some(Workload {
+                container_id: b.container_id.clone(),
+                container_name: b.container_name.clone(),
+                pod_name: b.pod_name.clone(),
+                pod_namespace: b.pod_namespace.clone(),
+                pod_uid: b.pod_uid.clone(),
+                workload_kind: b.workload_kind.clone(),
+                workload_name: b.workload_name.clone(),
             })
         });
     let level = match a.level {
@@ -198,7 +212,7 @@ fn audit_trail(config: &Config) -> anyhow::Result<Option<Audit>> {
 }
 
 /// The OTLP span pipeline the configuration asks for, if any.
-fn span_pipeline(config: &Config) -> anyhow::Result<Option<SpanPipeline>> {
+fn span_pipeline(config: &Config, brokers: &Arc<Brokers>) -> anyhow::Result<Option<SpanPipeline>> {
     let c = &config.spans;
     let env_endpoint = [
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -237,6 +251,10 @@ fn span_pipeline(config: &Config) -> anyhow::Result<Option<SpanPipeline>> {
             k8s_namespace_name: me.pod_namespace,
             extra: Vec::new(),
         },
+        brokers: Some({
+            let brokers = brokers.clone();
+            BrokerLookup(Arc::new(move |pid| brokers.resolve(pid)))
+        }),
         ..SpanConfig::default()
     })?;
     info!(
@@ -255,14 +273,69 @@ fn host_name() -> String {
     observer::spans::export::host_name().unwrap_or_else(|| "unknown".into())
 }
 
-fn log_target(target: &observer::capture::targets::Target) {
+fn log_target(target: &observer::capture::targets::Target, brokers: &Brokers) {
+    let b = brokers.resolve(target.pid);
+    let b = b.as_deref();
     info!(
         pid = target.pid,
         comm = %target.comm,
         kind = target.kind.map(|k| k.as_str()).unwrap_or("selected"),
         ports = ?target.ports,
+        container = b.and_then(|b| b.container_id.as_deref()).unwrap_or(""),
+        pod = b.and_then(|b| b.pod_name.as_deref()).unwrap_or(""),
+        namespace = b.and_then(|b| b.pod_namespace.as_deref()).unwrap_or(""),
         "watching broker process"
     );
+}
+
+/// Broker pid → container and pod: /proc, plus the Kubernetes API when it is on (its
+/// refresh thread is returned so it lives as long as the daemon).
+fn kubernetes(config: &Config) -> anyhow::Result<(Arc<Brokers>, Option<Refresher>)> {
+    use observer::daemon::config::KubernetesMode;
+    let k = &config.kubernetes;
+    let proc = observer::capture::procfs::ProcFs::default();
+    let Some(url) = k.api(|v| std::env::var(v).ok()) else {
+        if k.enabled == KubernetesMode::On {
+            return Err(Usage(
+                "kubernetes.enabled = on but no API server is known: give --kube-api-url, or run in a pod (KUBERNETES_SERVICE_HOST)".into(),
+            )
+            .into());
+        }
+        return Ok((Arc::new(Brokers::new(proc, None)), None));
+    };
+    let client = ApiClient::new(&ApiConfig {
+        url: url.clone(),
+        token_file: Some(k.token_file.clone()),
+        ca_file: Some(k.ca_file.clone()),
+        timeout: Duration::from_secs(10),
+    })
+    .map_err(|e| Usage(e.to_string()))?;
+    let node = k.node_name.clone().unwrap_or_else(host_name);
+    info!(api = %url, node = %node, "reading broker pod metadata from the Kubernetes API");
+    let refresher = PodCache::start(
+        client,
+        CacheConfig {
+            node,
+            refresh: Duration::from_secs_f64(k.refresh_seconds),
+            ..CacheConfig::default()
+        },
+    )?;
+    // Give the first pod list a moment, so the first events already carry pod labels (a
+    // slow or failing API only delays the start, it never stops it).
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while refresher.cache().generation() == 0
+        && refresher
+            .cache()
+            .stats()
+            .api_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let brokers = Arc::new(Brokers::new(proc, Some(refresher.cache().clone())));
+    Ok((brokers, Some(refresher)))
 }
 
 struct UserRule(observer::daemon::config::DestinationRule);
@@ -328,8 +401,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if session.targets().next().is_none() {
         info!("no broker process found yet; waiting for one to start");
     }
+    let (brokers, _refresher) = kubernetes(&config)?;
     for target in session.targets() {
-        log_target(target);
+        log_target(target, &brokers);
     }
     let labeler = Labeler::new(
         config.metrics.max_destinations,
@@ -343,10 +417,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             })
             .collect(),
     );
-    let audit = audit_trail(&config)?;
-    let spans = span_pipeline(&config)?;
+    let audit = audit_trail(&config, &brokers)?;
+    let spans = span_pipeline(&config, &brokers)?;
+    let mut recorder = Recorder::new(metrics.clone(), labeler);
+    if config.kubernetes.metric_labels {
+        recorder = recorder.with_broker_labels(brokers.clone());
+    }
     let observe = Observe {
-        recorder: Recorder::new(metrics.clone(), labeler),
+        recorder,
         correlator: Correlator::new(CorrelatorConfig {
             max_pending: config.correlation.pending_max,
             ttl_ns: (config.correlation.pending_ttl_seconds * 1e9) as u64,
@@ -357,6 +435,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         spans,
         spans_counted: (0, 0, 0),
         events: 0,
+        brokers: brokers.clone(),
+        k8s_counted: [0; 5],
     };
     let mut pipeline = DecodePipeline::new(Inference::new(forced), observe);
 
@@ -388,6 +468,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             let mut timed = Timed {
                 inner: &mut pipeline,
                 metrics: &metrics,
+                brokers: &brokers,
             };
             session.run(&mut timed, stop).await?;
             stopped = stop_now || deadline.is_some_and(|d| Instant::now() >= d);
@@ -399,6 +480,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut timed = Timed {
         inner: &mut pipeline,
         metrics: &metrics,
+        brokers: &brokers,
     };
     let _ = session.catch_up(&mut timed, Duration::from_millis(500));
     session.close_all(&mut timed);
@@ -448,6 +530,27 @@ fn update(session: &CaptureSession, pipeline: &mut DecodePipeline<Observe>, shar
         m.spans_dropped.inc_by(s.dropped - dropped);
         m.span_export_errors.inc_by(s.export_errors - errors);
         observe.spans_counted = (s.exported, s.dropped, s.export_errors);
+    }
+    if let Some(cache) = observe.brokers.cache() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = cache.stats();
+        let now = [
+            s.hits.load(Relaxed),
+            s.misses.load(Relaxed),
+            s.errors.load(Relaxed),
+            s.api_errors.load(Relaxed),
+            s.evictions.load(Relaxed),
+        ];
+        let before = observe.k8s_counted;
+        let m = &shared.metrics;
+        for (i, result) in ["hit", "miss", "error"].into_iter().enumerate() {
+            m.kubernetes_lookups
+                .get_or_create(&vec![("result", result.to_owned())])
+                .inc_by(now[i] - before[i]);
+        }
+        m.kubernetes_api_errors.inc_by(now[3] - before[3]);
+        m.kubernetes_evictions.inc_by(now[4] - before[4]);
+        observe.k8s_counted = now;
     }
     if let Some(a) = &mut observe.audit {
         let (records, errors) = (a.sink.records(), a.sink.errors());

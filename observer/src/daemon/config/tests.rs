@@ -417,6 +417,15 @@ fn to_toml_round_trips() {
         replacement: "tenant.$1.{rest}".into(),
     });
     full.correlation.pending_ttl_seconds = 0.25;
+    full.kubernetes = KubernetesConfig {
+        enabled: KubernetesMode::On,
+        api_url: Some("http://127.0.0.1:8001".into()),
+        token_file: "/tmp/token".into(),
+        ca_file: "/tmp/ca.crt".into(),
+        node_name: Some("node-a".into()),
+        metric_labels: true,
+        refresh_seconds: 12.5,
+    };
     for config in [Config::default(), full] {
         let text = config.to_toml();
         let file = TempFile::new(&text);
@@ -444,6 +453,10 @@ fn to_toml_round_trips() {
         "max_destinations = 500",
         "[correlation]",
         "pending_ttl_seconds = 60.0",
+        "[kubernetes]",
+        "enabled = \"auto\"",
+        "metric_labels = false",
+        "refresh_seconds = 30.0",
     ] {
         assert!(text.contains(key), "{key} missing in\n{text}");
     }
@@ -874,4 +887,70 @@ fn docs_example_is_valid() {
     let (_, quoted_rest) = quoted.split_once(", line 7").unwrap();
     let (_, actual_rest) = file_error.split_once(", line 7").unwrap();
     assert_eq!(quoted_rest, actual_rest);
+}
+
+#[test]
+fn kubernetes_section_flags_and_validation() {
+    let c = Config::load_with_env(
+        &parse(&[
+            "--kubernetes",
+            "on",
+            "--kube-api-url",
+            "http://127.0.0.1:8001",
+            "--node-name",
+            "node-a",
+            "--k8s-metric-labels",
+        ]),
+        no_env,
+    )
+    .unwrap();
+    let k = &c.kubernetes;
+    assert_eq!(k.enabled, KubernetesMode::On);
+    assert_eq!(k.api_url.as_deref(), Some("http://127.0.0.1:8001"));
+    assert_eq!(k.node_name.as_deref(), Some("node-a"));
+    assert!(k.metric_labels);
+    let file = load_file(
+        "[kubernetes]\nenabled = \"off\"\nrefresh_seconds = 5\ntoken_file = \"/t\"\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(file.kubernetes.enabled, KubernetesMode::Off);
+    assert_eq!(file.kubernetes.refresh_seconds, 5.0);
+    assert_eq!(file.kubernetes.token_file, PathBuf::from("/t"));
+    // auto: on with a URL or in a cluster; off: never.
+    let in_cluster = |k: &str| match k {
+        "KUBERNETES_SERVICE_HOST" => Some("10.96.0.1".to_owned()),
+        "KUBERNETES_SERVICE_PORT" => Some("443".to_owned()),
+        _ => None,
+    };
+    let auto = KubernetesConfig::default();
+    assert_eq!(auto.api(no_env), None);
+    assert_eq!(
+        auto.api(in_cluster).as_deref(),
+        Some("https://10.96.0.1:443")
+    );
+    assert_eq!(file.kubernetes.api(in_cluster), None);
+    assert_eq!(k.api(in_cluster).as_deref(), Some("http://127.0.0.1:8001"));
+    assert!(
+        load_file("[kubernetes]\nenabled = \"maybe\"\n", &[])
+            .unwrap_err()
+            .to_string()
+            .contains("enabled")
+    );
+
+    let mut bad = Config::default();
+    bad.kubernetes.api_url = Some("10.96.0.1:443".into());
+    assert_eq!(
+        invalid(&bad),
+        "kubernetes.api_url (--kube-api-url) = 10.96.0.1:443 is invalid: give http://HOST:PORT or https://HOST:PORT, e.g. https://10.96.0.1:443 or http://127.0.0.1:8001 (kubectl proxy)"
+    );
+    let mut bad = Config::default();
+    bad.kubernetes.node_name = Some(" ".into());
+    assert!(invalid(&bad).starts_with("kubernetes.node_name (--node-name) = \" \" is invalid"));
+    let mut bad = Config::default();
+    bad.kubernetes.refresh_seconds = 0.5;
+    assert_eq!(
+        invalid(&bad),
+        "kubernetes.refresh_seconds = 0.5 is invalid: must be a number of seconds of at least 1 (default 30)"
+    );
 }
