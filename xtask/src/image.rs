@@ -73,14 +73,14 @@ pub fn run(args: &ImageArgs) -> Result<()> {
             {
                 run_cmd(Command::new("rustup").args(["target", "add", MUSL]))?;
             }
-            run_cmd(cargo().current_dir(&ws).args([
-                "build",
-                "--release",
-                "-p",
-                "observer",
-                "--target",
-                MUSL,
-            ]))
+            run_cmd(
+                cargo()
+                    .current_dir(&ws)
+                    .args(["build", "--release", "-p", "observer", "--target", MUSL])
+                    // ring (TLS to the Kubernetes API) compiles C and assembly: Debian's musl-tools
+                    // names its compiler musl-gcc, not the x86_64-linux-musl-gcc cc-rs looks for.
+                    .env("CC_x86_64_unknown_linux_musl", "musl-gcc"),
+            )
             .context("building the static release binary")?;
             let target_dir = std::env::var_os("CARGO_TARGET_DIR")
                 .map(PathBuf::from)

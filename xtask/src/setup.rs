@@ -24,6 +24,8 @@ const PACKAGES: &[&str] = &[
     "prometheus",
     // `cargo xtask image` and the image test (tests/tests/deploy.rs).
     "buildah",
+    // The image's static binary: ring's C code is compiled with musl-gcc.
+    "musl-tools",
 ];
 /// Python client libraries the end-to-end workloads use (module name, pinned requirement).
 const PYTHON_PACKAGES: &[(&str, &str)] = &[
