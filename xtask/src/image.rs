@@ -79,7 +79,9 @@ pub fn run(args: &ImageArgs) -> Result<()> {
                     .args(["build", "--release", "-p", "observer", "--target", MUSL])
                     // ring (TLS to the Kubernetes API) compiles C and assembly: Debian's musl-tools
                     // names its compiler musl-gcc, not the x86_64-linux-musl-gcc cc-rs looks for.
-                    .env("CC_x86_64_unknown_linux_musl", "musl-gcc"),
+                    .env("CC_x86_64_unknown_linux_musl", "musl-gcc")
+                    // Symbols stay in host builds (profiles); the image ships without them.
+                    .env("CARGO_PROFILE_RELEASE_STRIP", "symbols"),
             )
             .context("building the static release binary")?;
             let target_dir = std::env::var_os("CARGO_TARGET_DIR")
