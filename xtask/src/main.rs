@@ -6,6 +6,7 @@
 //! - `demo`: a private Mosquitto in its own cgroup, watched by `brokerscope capture`.
 //! - `image`: the container image's runtime stage, built with buildah from a local static binary.
 mod bench;
+mod bench_pipe;
 mod demo;
 mod image;
 mod procs;
@@ -70,6 +71,51 @@ enum Bench {
         #[arg(long, default_value = "capture", value_parser = ["capture", "run"])]
         mode: String,
     },
+    /// Events per second the observer sustains without kernel losses, and its CPU per event.
+    Pipeline {
+        /// Offered MQTT QoS 0 publishes per second, one step each.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "25000,50000,100000,200000,400000"
+        )]
+        rates: Vec<u32>,
+        /// Seconds per step.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 16 << 20)]
+        ring_size: u64,
+        /// Also write `key value` lines here.
+        #[arg(long)]
+        report: Option<std::path::PathBuf>,
+    },
+    /// Kernel cost per captured packet, per non-target packet, and for other cgroups.
+    Kernel {
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        /// Round trips per loop.
+        #[arg(long, default_value_t = 20_000)]
+        iterations: u32,
+        #[arg(long)]
+        report: Option<std::path::PathBuf>,
+    },
+    /// Observer RSS with many open connections and under connection churn.
+    Memory {
+        #[arg(long, default_value_t = 10_000)]
+        connections: u32,
+        #[arg(long, default_value_t = 100_000)]
+        churn: u32,
+        #[arg(long, default_value_t = 1_000)]
+        batch: u32,
+        #[arg(long)]
+        report: Option<std::path::PathBuf>,
+    },
+    /// (internal) TCP echo server the kernel benchmark starts in a cgroup.
+    #[command(hide = true)]
+    Echo {
+        #[arg(long = "port", required = true)]
+        ports: Vec<u16>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -92,6 +138,49 @@ fn main() -> ExitCode {
             payload,
             daemon: mode == "run",
         }),
+        Task::Bench {
+            bench:
+                Bench::Pipeline {
+                    rates,
+                    seconds,
+                    ring_size,
+                    report,
+                },
+        } => bench_pipe::pipeline(&bench_pipe::PipelineArgs {
+            rates,
+            seconds,
+            ring_size,
+            report,
+        }),
+        Task::Bench {
+            bench:
+                Bench::Kernel {
+                    rounds,
+                    iterations,
+                    report,
+                },
+        } => bench_pipe::kernel(&bench_pipe::KernelArgs {
+            rounds,
+            iterations,
+            report,
+        }),
+        Task::Bench {
+            bench:
+                Bench::Memory {
+                    connections,
+                    churn,
+                    batch,
+                    report,
+                },
+        } => bench_pipe::memory(&bench_pipe::MemoryArgs {
+            connections,
+            churn,
+            batch,
+            report,
+        }),
+        Task::Bench {
+            bench: Bench::Echo { ports },
+        } => bench_pipe::echo(&ports),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
