@@ -70,7 +70,7 @@ fn kernel_bench_reports_all_three_loops() {
     // A request in and a reply out per round trip on the broker side, ACKs piggybacked or not.
     let packets = field(&r, "packets_per_rtt");
     assert!((1.5..=4.0).contains(&packets), "{r:?}");
-    for key in ["target", "sibling", "other"] {
+    for key in ["target", "paused", "sibling", "other"] {
         assert!(field(&r, &format!("{key}_off_ns")) > 0.0, "{r:?}");
         assert!(field(&r, &format!("{key}_on_ns")) > 0.0, "{r:?}");
         assert!(field(&r, &format!("{key}_ratio")) > 0.0, "{r:?}");

@@ -40,6 +40,8 @@ pub struct PipelineArgs {
     pub rates: Vec<u32>,
     pub seconds: f64,
     pub ring_size: u64,
+    /// Publisher connections sharing the rate.
+    pub connections: u32,
     pub report: Option<PathBuf>,
 }
 
@@ -89,6 +91,9 @@ impl Report {
 // ---------------------------------------------------------------- pipeline
 
 pub fn pipeline(args: &PipelineArgs) -> Result<()> {
+    if args.connections == 0 {
+        bail!("--connections must be at least 1");
+    }
     if args.rates.is_empty() || args.rates.contains(&0) {
         bail!("--rates needs at least one rate above 0 messages per second, e.g. 50000,100000");
     }
@@ -98,11 +103,12 @@ pub fn pipeline(args: &PipelineArgs) -> Result<()> {
     let mut report = Report::default();
     report.set("ring_size", args.ring_size);
     println!(
-        "pipeline: mosquitto pid {}, observer `brokerscope run` pid {}, ring {} MiB, {} s per step",
+        "pipeline: mosquitto pid {}, observer `brokerscope run` pid {}, ring {} MiB, {} s per step, {} publisher connections",
         broker.pid(),
         daemon.pid(),
         args.ring_size >> 20,
-        args.seconds
+        args.seconds,
+        args.connections
     );
     println!(
         "| offered msg/s | sent msg/s | kernel events/s | events lost | decoded publishes | observer CPU ns/event | ns/decoded msg |"
@@ -113,7 +119,8 @@ pub fn pipeline(args: &PipelineArgs) -> Result<()> {
     for (step, &rate) in args.rates.iter().enumerate() {
         let cpu_before = cpu_ns(daemon.pid())?;
         let start = Instant::now();
-        let sent = publish_paced(PIPE_PORT, rate, args.seconds).context("publishing")?;
+        let sent =
+            publish_paced(PIPE_PORT, rate, args.seconds, args.connections).context("publishing")?;
         let elapsed = start.elapsed().as_secs_f64();
         // The daemon drains what is still queued before its CPU and counts are read.
         let after = daemon.settle()?;
@@ -163,10 +170,28 @@ fn mqtt_connect(port: u16, client_id: &str) -> Result<TcpStream> {
     Ok(s)
 }
 
-/// Publishes QoS 0 messages at `rate` per second for `seconds` (1 ms ticks, one write each);
-/// returns how many were sent (fewer than offered when the client or broker cannot keep up).
-fn publish_paced(port: u16, rate: u32, seconds: f64) -> Result<u64> {
-    let mut s = mqtt_connect(port, "bench-pipe-pub")?;
+/// Publishes QoS 0 messages at `rate` per second in all for `seconds` over `connections`
+/// connections (one thread each); returns how many were sent (fewer than offered when the
+/// client or broker cannot keep up). Several connections give more packets for the same rate:
+/// one busy socket's small writes get coalesced (TCP autocorking) into fewer, larger packets.
+fn publish_paced(port: u16, rate: u32, seconds: f64, connections: u32) -> Result<u64> {
+    let threads: Vec<_> = (0..connections)
+        .map(|i| {
+            let share = rate / connections + u32::from(i < rate % connections);
+            thread::spawn(move || publish_one(port, i, share, seconds))
+        })
+        .collect();
+    let mut sent = 0;
+    for t in threads {
+        sent += t
+            .join()
+            .map_err(|_| anyhow::anyhow!("a publisher thread panicked"))??;
+    }
+    Ok(sent)
+}
+
+fn publish_one(port: u16, index: u32, rate: u32, seconds: f64) -> Result<u64> {
+    let mut s = mqtt_connect(port, &format!("bench-pipe-pub-{index}"))?;
     let topic = b"bench/pipe";
     let payload = [b'x'; 64];
     let mut pkt = vec![0x30, (2 + topic.len() + payload.len()) as u8];
@@ -442,11 +467,11 @@ pub fn kernel(args: &KernelArgs) -> Result<()> {
             args.rounds
         );
         println!(
-            "| round | observer | target ns/RTT | same cgroup, other port ns/RTT | other cgroup ns/RTT | packets/RTT captured |"
+            "| round | observer | target ns/RTT | target, daemon paused ns/RTT | same cgroup, other port ns/RTT | other cgroup ns/RTT | packets/RTT captured |"
         );
-        println!("|---:|---|---:|---:|---:|---:|");
-        // [port][side] → per-round mean RTTs.
-        let mut rtt: [[Vec<f64>; 2]; 3] = Default::default();
+        println!("|---:|---|---:|---:|---:|---:|---:|");
+        // [loop][side] → per-round mean RTTs.
+        let mut rtt: [[Vec<f64>; 2]; 4] = Default::default();
         let mut per_rtt = Vec::new();
         for round in 0..args.rounds * 2 {
             let on = round % 2 == 1;
@@ -469,11 +494,25 @@ pub fn kernel(args: &KernelArgs) -> Result<()> {
                 }
                 None => f64::NAN,
             };
+            // The kernel programs alone: the daemon stopped (SIGSTOP) while the ring (16 MiB,
+            // far more than one loop's records) holds what they capture, so no userspace
+            // wake-up, decoding or CPU contention from the daemon is in this loop.
+            let paused = match &daemon {
+                Some(d) => {
+                    // SAFETY: signalling the daemon we started.
+                    unsafe { libc::kill(d.pid() as i32, libc::SIGSTOP) };
+                    let p = ping_pong(target, args.iterations);
+                    // SAFETY: as above.
+                    unsafe { libc::kill(d.pid() as i32, libc::SIGCONT) };
+                    p?
+                }
+                None => ping_pong(target, args.iterations)?,
+            };
             let s = ping_pong(sibling, args.iterations)?;
             let o = ping_pong(other, args.iterations)?;
             drop(daemon);
             println!(
-                "| {round} | {} | {t:.0} | {s:.0} | {o:.0} | {} |",
+                "| {round} | {} | {t:.0} | {paused:.0} | {s:.0} | {o:.0} | {} |",
                 if on { "on" } else { "off" },
                 if on {
                     format!("{packets:.2}")
@@ -483,8 +522,9 @@ pub fn kernel(args: &KernelArgs) -> Result<()> {
             );
             let side = usize::from(on);
             rtt[0][side].push(t);
-            rtt[1][side].push(s);
-            rtt[2][side].push(o);
+            rtt[1][side].push(paused);
+            rtt[2][side].push(s);
+            rtt[3][side].push(o);
             if on {
                 per_rtt.push(packets);
             }
@@ -497,15 +537,20 @@ pub fn kernel(args: &KernelArgs) -> Result<()> {
             "| loop | off median ns/RTT (min–max) | on median ns/RTT (min–max) | on/off | added ns/RTT | added ns/packet |"
         );
         println!("|---|---:|---:|---:|---:|---:|");
-        for (i, name) in ["target port", "same cgroup, other port", "other cgroup"]
-            .iter()
-            .enumerate()
+        for (i, name) in [
+            "target port",
+            "target port, daemon paused (kernel only)",
+            "same cgroup, other port",
+            "other cgroup",
+        ]
+        .iter()
+        .enumerate()
         {
             let (off, on) = (&rtt[i][0], &rtt[i][1]);
             let (m_off, m_on) = (median(off), median(on));
             // The server's socket sees a request in and a reply out per round trip; on the
             // target port the captured count is measured.
-            let per = if i == 0 { packets.max(1.0) } else { 2.0 };
+            let per = if i < 2 { packets.max(1.0) } else { 2.0 };
             let added = m_on - m_off;
             println!(
                 "| {name} | {m_off:.0} ({:.0}–{:.0}) | {m_on:.0} ({:.0}–{:.0}) | {:.3} | {added:.0} | {:.0} |",
@@ -516,7 +561,7 @@ pub fn kernel(args: &KernelArgs) -> Result<()> {
                 m_on / m_off,
                 added / per
             );
-            let key = ["target", "sibling", "other"][i];
+            let key = ["target", "paused", "sibling", "other"][i];
             report.set(&format!("{key}_off_ns"), format!("{m_off:.0}"));
             report.set(&format!("{key}_on_ns"), format!("{m_on:.0}"));
             report.set(&format!("{key}_ratio"), format!("{:.4}", m_on / m_off));

@@ -85,6 +85,9 @@ enum Bench {
         seconds: f64,
         #[arg(long, default_value_t = 16 << 20)]
         ring_size: u64,
+        /// Publisher connections sharing the offered rate.
+        #[arg(long, default_value_t = 8)]
+        connections: u32,
         /// Also write `key value` lines here.
         #[arg(long)]
         report: Option<std::path::PathBuf>,
@@ -144,12 +147,14 @@ fn main() -> ExitCode {
                     rates,
                     seconds,
                     ring_size,
+                    connections,
                     report,
                 },
         } => bench_pipe::pipeline(&bench_pipe::PipelineArgs {
             rates,
             seconds,
             ring_size,
+            connections,
             report,
         }),
         Task::Bench {
