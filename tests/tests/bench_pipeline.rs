@@ -106,4 +106,10 @@ fn memory_bench_reaches_its_connections_and_reads_rss() {
     }
     assert!(field(&r, "rss_peak_churn_kib") >= field(&r, "rss_before_churn_kib"));
     assert_eq!(field(&r, "lost"), 0.0, "{r:?}");
+    // The ring's pages, mapped twice, plus its position pages at most: part of the RSS.
+    let ring = field(&r, "ring_mapping_rss_kib");
+    assert!(
+        ring <= 2.0 * 16384.0 + 64.0 && ring < field(&r, "rss_after_kib"),
+        "{r:?}"
+    );
 }
