@@ -6,7 +6,8 @@
 //! `cargo bench -p observer --bench decoders`: criterion figures (MB/s), then a markdown table
 //! (MB/s per direction, ns per frame, allocations per frame after warm-up) and the allocation
 //! sources of each session; `BENCH_DEC_REPORT=FILE` also writes them to FILE.
-//! `cargo bench -p observer --bench decoders -- --test` runs each benchmark once.
+//! `cargo bench -p observer --bench decoders -- --test` runs each benchmark once; with
+//! `--profile-time SECS FILTER` (under `perf record`) only the criterion part runs.
 use std::{hint::black_box, time::Duration};
 
 use criterion::{Criterion, Throughput};
@@ -42,7 +43,7 @@ fn main() {
     benches(&mut c);
     c.final_summary();
     // `--test` (CI) and `--list` only check that the benchmarks run.
-    if std::env::args().any(|a| a == "--test" || a == "--list") {
+    if std::env::args().any(|a| a == "--test" || a == "--list" || a == "--profile-time") {
         return;
     }
     let fixtures = kit::fixtures();
