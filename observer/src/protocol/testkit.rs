@@ -177,3 +177,61 @@ pub fn throughput<D: ProtocolDecoder>(
         events as f64 / secs / 1e6
     );
 }
+
+/// Encodes a script as a decoder-benchmark fixture (`observer/benches/fixtures/NAME.bin`, read
+/// by `benches/decoders`): a magic line, then per step a kind byte (0 data, 1 gap, 2 end), a
+/// direction byte (0 ingress, 1 egress) and a little-endian u32 (data length or gap length),
+/// followed by the data.
+pub fn fixture_bytes(steps: &[Step]) -> Vec<u8> {
+    let mut out = b"brokerscope-fixture 1\n".to_vec();
+    let dir_byte = |d: &Direction| match d {
+        Direction::Ingress => 0u8,
+        Direction::Egress => 1u8,
+    };
+    for step in steps {
+        match step {
+            Step::Data(d, b) => {
+                out.extend([0, dir_byte(d)]);
+                out.extend((b.len() as u32).to_le_bytes());
+                out.extend_from_slice(b);
+            }
+            Step::Gap(d, len) => {
+                out.extend([1, dir_byte(d)]);
+                out.extend(len.to_le_bytes());
+            }
+            Step::End(d) => {
+                out.extend([2, dir_byte(d)]);
+                out.extend(0u32.to_le_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// Checks that the committed benchmark fixture `NAME.bin` is what the test encoders build from
+/// `steps` (the benchmarks then measure the scripts the tests verify). With
+/// `BROKERSCOPE_WRITE_FIXTURES=1` it (re)writes the file instead:
+/// `BROKERSCOPE_WRITE_FIXTURES=1 cargo test -p observer --lib bench_fixture`.
+pub fn fixture(name: &str, steps: &[Step]) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("benches/fixtures")
+        .join(format!("{name}.bin"));
+    let want = fixture_bytes(steps);
+    if std::env::var_os("BROKERSCOPE_WRITE_FIXTURES").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &want).unwrap();
+        return;
+    }
+    let have = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; write it with BROKERSCOPE_WRITE_FIXTURES=1 cargo test -p observer --lib bench_fixture",
+            path.display()
+        )
+    });
+    assert!(
+        have == want,
+        "{} is stale (the {name} session script changed); rewrite it with \
+         BROKERSCOPE_WRITE_FIXTURES=1 cargo test -p observer --lib bench_fixture",
+        path.display()
+    );
+}

@@ -2123,3 +2123,9 @@ proptest! {
 fn throughput() {
     testkit::throughput("amqp", &conn(), AmqpDecoder::new, &s_session());
 }
+
+/// The realistic session is the decoder benchmark's input (benches/decoders).
+#[test]
+fn bench_fixture_is_current() {
+    testkit::fixture("amqp", &s_session());
+}

@@ -2504,3 +2504,9 @@ fn throughput_fetch() {
         );
     }
 }
+
+/// The realistic session is the decoder benchmark's input (benches/decoders).
+#[test]
+fn bench_fixture_is_current() {
+    testkit::fixture("kafka", &s_session());
+}

@@ -2412,3 +2412,10 @@ fn throughput() {
     testkit::throughput("mqtt 3.1.1", &conn(), MqttDecoder::new, &s_session_311());
     testkit::throughput("mqtt 5.0", &conn(), MqttDecoder::new, &s_session_5());
 }
+
+/// The realistic sessions are the decoder benchmark's input (benches/decoders).
+#[test]
+fn bench_fixture_is_current() {
+    testkit::fixture("mqtt311", &s_session_311());
+    testkit::fixture("mqtt5", &s_session_5());
+}

@@ -1929,3 +1929,9 @@ proptest! {
 fn throughput() {
     testkit::throughput("nats", &conn(), NatsDecoder::new, &s_session());
 }
+
+/// The realistic session is the decoder benchmark's input (benches/decoders).
+#[test]
+fn bench_fixture_is_current() {
+    testkit::fixture("nats", &s_session());
+}
