@@ -183,8 +183,8 @@ fn run(a: &Args) -> Result<Report, String> {
     let mut acked = 0;
     let pe = |err: io::Error| format!("publisher: {err}");
     for seq in 0..n {
-        if a.rate > 0 {
-            let due = start + Duration::from_nanos(seq * 1_000_000_000 / a.rate);
+        if let Some(offset) = (seq * 1_000_000_000).checked_div(a.rate) {
+            let due = start + Duration::from_nanos(offset);
             let now = Instant::now();
             if due > now {
                 publisher.flush().map_err(pe)?;

@@ -101,7 +101,7 @@ impl Publish for Publisher {
         self.out.write_all(payload)?;
         self.out.write_all(b"\r\n")?;
         self.sent += 1;
-        if self.sent % self.batch == 0 {
+        if self.sent.is_multiple_of(self.batch) {
             self.ping()?;
         }
         Ok(())
@@ -109,7 +109,9 @@ impl Publish for Publisher {
 
     fn flush(&mut self) -> io::Result<()> {
         // A partial batch gets its own PING, so waiting for every confirm ends.
-        if self.sent % self.batch != 0 && self.pings.lock().unwrap().back() != Some(&self.sent) {
+        if !self.sent.is_multiple_of(self.batch)
+            && self.pings.lock().unwrap().back() != Some(&self.sent)
+        {
             self.ping()?;
         }
         self.out.flush()

@@ -47,7 +47,10 @@ fn check(broker: &str) {
     for phase in ["saturation", "half"] {
         let rows: Vec<&str> = out
             .lines()
-            .filter(|l| l.split_whitespace().next() == Some(phase))
+            .filter(|l| {
+                let mut f = l.split_whitespace();
+                f.next() == Some(phase) && f.next().is_some_and(|r| r.parse::<u32>().is_ok())
+            })
             .collect();
         assert_eq!(
             rows.len(),
@@ -56,13 +59,14 @@ fn check(broker: &str) {
         );
         for row in &rows {
             let f: Vec<&str> = row.split_whitespace().collect();
-            // phase round observer msgs/s p50 p99 broker-ns/msg
-            for v in &f[3..7] {
+            // phase round observer msgs/s p50 p99 broker-ns/msg; the broker's CPU comes in clock
+            // ticks (10 ms), so a tiny round may show 0.
+            for (i, v) in f[3..7].iter().enumerate() {
                 let v: f64 = v
                     .parse()
                     .unwrap_or_else(|_| panic!("not a number in {row:?}"));
                 assert!(
-                    v.is_finite() && v > 0.0,
+                    v.is_finite() && (v > 0.0 || i == 3 && v == 0.0),
                     "{phase}: a zero or bad figure in {row:?}"
                 );
             }

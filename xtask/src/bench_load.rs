@@ -114,6 +114,9 @@ pub fn overhead(a: &LoadArgs) -> Result<()> {
         pid,
         args: a,
     };
+    // A first run pays for connection setup, queue creation and cold caches: not counted.
+    let warm = run.round(0, false)?.0;
+    println!("warm-up (not counted): {:.0} msgs/s", warm.rate);
     let mut saturation = None;
     if a.load != "half" {
         let rows = run.phase("saturation", 0)?;
