@@ -140,7 +140,7 @@ fn start_observer(binary: &Path, pid: u32) -> Result<Guard> {
 
 const DAEMON_LISTEN: &str = "127.0.0.1:18833";
 
-fn start_daemon(binary: &Path, pid: u32) -> Result<Guard> {
+pub(crate) fn start_daemon(binary: &Path, pid: u32) -> Result<Guard> {
     let child = Command::new(binary)
         .args(["run", "--no-discover", "--pid", &pid.to_string()])
         .args(["--listen", DAEMON_LISTEN])
@@ -176,7 +176,7 @@ fn http_get(path: &str) -> Result<String> {
 }
 
 /// The daemon's count of published messages and its ring losses, once it caught up.
-fn daemon_counts(messages: u64) -> Result<String> {
+pub(crate) fn daemon_counts(messages: u64) -> Result<String> {
     let value = |text: &str, prefix: &str| -> u64 {
         text.lines()
             .filter(|l| l.starts_with(prefix))
@@ -269,7 +269,7 @@ fn one_round(broker: u32, lines: &PathBuf, messages: u32) -> Result<(f64, f64)> 
 }
 
 /// utime + stime of a process, in ns.
-fn cpu_ns(pid: u32) -> Result<u64> {
+pub(crate) fn cpu_ns(pid: u32) -> Result<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after_comm = &stat[stat.rfind(')').context("stat format")? + 2..];
     let fields: Vec<&str> = after_comm.split(' ').collect();

@@ -6,6 +6,7 @@
 //! - `demo`: a private Mosquitto in its own cgroup, watched by `brokerscope capture`.
 //! - `image`: the container image's runtime stage, built with buildah from a local static binary.
 mod bench;
+mod bench_load;
 mod bench_pipe;
 mod demo;
 mod image;
@@ -70,6 +71,17 @@ enum Bench {
         /// `run` (the daemon: capture, decode, correlation, metrics).
         #[arg(long, default_value = "capture", value_parser = ["capture", "run"])]
         mode: String,
+        /// Drive this broker with brokerscope-loadgen (MQTT QoS 1, NATS, AMQP with confirms)
+        /// and observe with `brokerscope run`, reporting throughput and p50/p99 latency
+        /// ratios; without it, the Mosquitto + mosquitto_pub bench above.
+        #[arg(long, value_parser = ["mosquitto", "nats", "rabbitmq"])]
+        broker: Option<String>,
+        /// With --broker: saturation, half (50% of saturation), or both in turn.
+        #[arg(long, default_value = "both", value_parser = ["saturation", "half", "both"])]
+        load: String,
+        /// With --broker: unconfirmed messages the publisher may have in flight.
+        #[arg(long, default_value_t = 1000)]
+        window: u32,
     },
     /// Events per second the observer sustains without kernel losses, and its CPU per event.
     Pipeline {
@@ -133,7 +145,28 @@ fn main() -> ExitCode {
                     messages,
                     rounds,
                     payload,
+                    mode: _,
+                    broker: Some(broker),
+                    load,
+                    window,
+                },
+        } => bench_load::overhead(&bench_load::LoadArgs {
+            broker,
+            load,
+            rounds,
+            messages,
+            payload,
+            window,
+        }),
+        Task::Bench {
+            bench:
+                Bench::Overhead {
+                    messages,
+                    rounds,
+                    payload,
                     mode,
+                    broker: None,
+                    ..
                 },
         } => bench::overhead(&bench::OverheadArgs {
             messages,
