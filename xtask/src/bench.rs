@@ -163,8 +163,13 @@ pub(crate) fn start_daemon(binary: &Path, pid: u32) -> Result<Guard> {
 }
 
 fn http_get(path: &str) -> Result<String> {
+    http_get_at(DAEMON_LISTEN, path)
+}
+
+/// A GET to a daemon's HTTP server at `addr`; the whole response, headers included.
+pub(crate) fn http_get_at(addr: &str, path: &str) -> Result<String> {
     use std::io::Write;
-    let mut s = std::net::TcpStream::connect(DAEMON_LISTEN)?;
+    let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(
         s,

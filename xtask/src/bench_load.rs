@@ -18,8 +18,8 @@ use anyhow::{Context, Result, bail};
 
 use crate::{
     bench::{cpu_ns, daemon_counts, start_daemon},
-    cargo, is_root,
-    procs::{PrivateMosquitto, PrivateNats, PrivateRabbitMq, release_binary},
+    cargo,
+    procs::{PrivateMosquitto, PrivateNats, PrivateRabbitMq, observer_binary},
     run_cmd,
 };
 
@@ -55,17 +55,6 @@ impl Broker {
             Broker::Rabbit(b) => b.beam,
         }
     }
-}
-
-/// `$BROKERSCOPE_BIN` when set (CI builds it once), else a fresh release build.
-fn observer_binary() -> Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("BROKERSCOPE_BIN") {
-        if !is_root() {
-            bail!("the benchmark loads eBPF programs: run it as root");
-        }
-        return Ok(PathBuf::from(bin));
-    }
-    release_binary("the benchmark")
 }
 
 fn loadgen_binary() -> Result<PathBuf> {

@@ -27,8 +27,8 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use crate::{
-    is_root,
-    procs::{Guard, PrivateMosquitto, cgroup_dir, release_binary, spawn_in_cgroup, wait_for_port},
+    bench::{cpu_ns, http_get_at},
+    procs::{Guard, PrivateMosquitto, cgroup_dir, observer_binary, spawn_in_cgroup, wait_for_port},
 };
 
 const PIPE_PORT: u16 = 18850;
@@ -56,20 +56,6 @@ pub struct MemoryArgs {
     pub churn: u32,
     pub batch: u32,
     pub report: Option<PathBuf>,
-}
-
-/// `BROKERSCOPE_BIN` when set (the CI smoke tests pass the binary they built), else a release
-/// build of this checkout.
-fn observer_binary() -> Result<PathBuf> {
-    match std::env::var_os("BROKERSCOPE_BIN") {
-        Some(bin) => {
-            if !is_root() {
-                bail!("the benchmark loads eBPF programs: run it as root");
-            }
-            Ok(PathBuf::from(bin))
-        }
-        None => release_binary("the benchmark"),
-    }
 }
 
 /// Key/value lines for `--report`, and the tables printed as they come.
@@ -345,26 +331,7 @@ impl TryWaitRef for std::process::Child {
 }
 
 fn http_get(path: &str) -> Result<String> {
-    let mut s = TcpStream::connect(LISTEN)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    Ok(text)
-}
-
-/// utime + stime of a process, in ns.
-fn cpu_ns(pid: u32) -> Result<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after_comm = &stat[stat.rfind(')').context("stat format")? + 2..];
-    let fields: Vec<&str> = after_comm.split(' ').collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    // SAFETY: sysconf is always safe to call.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Ok(ticks * 1_000_000_000 / hz)
+    http_get_at(LISTEN, path)
 }
 
 /// Resident kB of the process's mmapped BPF maps (the ring: the kernel maps its data pages

@@ -29,6 +29,20 @@ pub fn release_binary(task: &str) -> Result<PathBuf> {
     Ok(fs::canonicalize("target/release/brokerscope")?)
 }
 
+/// The daemon binary a benchmark runs: `$BROKERSCOPE_BIN` when set (the CI smoke tests pass the
+/// binary they built), else a fresh release build of this checkout.
+pub fn observer_binary() -> Result<PathBuf> {
+    match std::env::var_os("BROKERSCOPE_BIN") {
+        Some(bin) => {
+            if !is_root() {
+                bail!("the benchmark loads eBPF programs: run it as root");
+            }
+            Ok(PathBuf::from(bin))
+        }
+        None => release_binary("the benchmark"),
+    }
+}
+
 /// A private Mosquitto on 127.0.0.1:`port` in a cgroup of its own with a scratch directory;
 /// stopped (by PID) and cleaned up on drop.
 pub struct PrivateMosquitto {

@@ -138,6 +138,15 @@ impl ProcFs {
         }
     }
 
+    /// {root}/self/`rel` as text (lossy), with its path for parse errors.
+    fn read_self(&self, rel: &str) -> Result<(PathBuf, String), ProcError> {
+        let path = self.root.join("self").join(rel);
+        match fs::read(&path) {
+            Ok(raw) => Ok((path, String::from_utf8_lossy(&raw).into_owned())),
+            Err(source) => Err(ProcError::Io { path, source }),
+        }
+    }
+
     fn read_pid_file(&self, pid: u32, rel: &str) -> Result<Vec<u8>, ProcError> {
         let path = self.pid_path(pid, rel);
         fs::read(&path).map_err(|e| self.io_err(pid, path, e))
@@ -462,12 +471,7 @@ impl ProcFs {
     }
 
     fn mounts(&self) -> Result<Vec<(PathBuf, String)>, ProcError> {
-        let path = self.root.join("self/mounts");
-        let raw = fs::read(&path).map_err(|source| ProcError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let text = String::from_utf8_lossy(&raw);
+        let (path, text) = self.read_self("mounts")?;
         let mut out = Vec::new();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
@@ -503,12 +507,7 @@ impl ProcFs {
     /// Every cgroup2 mount of this mount namespace, from {root}/self/mountinfo, in mount order.
     /// Unlike /proc/self/mounts, mountinfo tells which cgroup each mount shows (its root).
     pub fn cgroup2_mounts(&self) -> Result<Vec<Cgroup2Mount>, ProcError> {
-        let path = self.root.join("self/mountinfo");
-        let raw = fs::read(&path).map_err(|source| ProcError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let text = String::from_utf8_lossy(&raw);
+        let (path, text) = self.read_self("mountinfo")?;
         let mut out = Vec::new();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
