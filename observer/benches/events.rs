@@ -95,6 +95,27 @@ fn bench(c: &mut Criterion) {
             black_box(correlator.stats().clone())
         })
     });
+    // Steady state, as in a long-running daemon: one correlator fed round after round, so the
+    // publish → deliver table (entries stay for fan-out until TTL or cap) sits at its cap and
+    // every publish evicts the oldest.
+    let mut steady = events.clone();
+    let mut recorder = Recorder::new(Arc::new(Metrics::new()), Labeler::new(500, Vec::new()));
+    let mut correlator = Correlator::new(CorrelatorConfig::default());
+    let mut round: u64 = 0;
+    group.bench_function("correlate+metrics steady", |b| {
+        b.iter(|| {
+            round += 1;
+            for e in steady.iter_mut() {
+                e.ts_ns += 100_000_000;
+                e.fingerprint = e.fingerprint.map(|f| f ^ round.rotate_left(40));
+            }
+            for e in &steady {
+                recorder.event(e);
+                correlator.observe(e, &mut |o| recorder.observation(&o));
+            }
+        })
+    });
+    black_box(correlator.stats().clone());
     group.bench_function("metrics only", |b| {
         b.iter(|| {
             let mut recorder =

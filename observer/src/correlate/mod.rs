@@ -28,12 +28,17 @@ pub mod lag;
 pub mod message;
 pub mod pending;
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    hash::BuildHasher,
+    sync::Arc,
+};
 
 pub use message::MessageInfo;
 use pending::{GLOBAL, Pending, Slot};
 
 use crate::{
+    FastMap, FastState,
     capture::ConnId,
     event::{BrokerEvent, EventKind, System},
 };
@@ -180,7 +185,7 @@ struct Waiting {
     /// AMQP delivery tag.
     tag: u64,
     /// Publish → deliver: connections it was delivered to (bounded).
-    delivered_to: Vec<ConnId>,
+    delivered_to: DeliveredTo,
     matched: bool,
     /// The start event, when kept.
     start: Option<Arc<MessageInfo>>,
@@ -193,7 +198,7 @@ impl Waiting {
             first: 0,
             count: 1,
             tag: 0,
-            delivered_to: Vec::new(),
+            delivered_to: DeliveredTo::default(),
             matched: false,
             start,
         }
@@ -202,6 +207,28 @@ impl Waiting {
 
 const MAX_FANOUT_TRACKED: usize = 64;
 
+/// The connections a publish was delivered to (bounded by [`MAX_FANOUT_TRACKED`]). Most
+/// publishes reach one consumer: that one is stored inline, so matching allocates nothing.
+#[derive(Debug, Default)]
+struct DeliveredTo {
+    first: Option<ConnId>,
+    more: Vec<ConnId>,
+}
+
+impl DeliveredTo {
+    fn contains(&self, conn: &ConnId) -> bool {
+        self.first.as_ref() == Some(conn) || self.more.contains(conn)
+    }
+
+    fn push(&mut self, conn: ConnId) {
+        if self.first.is_none() {
+            self.first = Some(conn);
+        } else if self.more.len() + 1 < MAX_FANOUT_TRACKED {
+            self.more.push(conn);
+        }
+    }
+}
+
 /// Turns events into [`Observation`]s. Feed every event in capture order.
 pub struct Correlator {
     confirms: Pending<Key, Waiting>,
@@ -209,13 +236,19 @@ pub struct Correlator {
     deliveries: Pending<Key, Waiting>,
     /// NATS inbox → the publish waiting on it (a core reply there is not a confirm).
     inboxes: Pending<Key, Key>,
-    /// AMQP consumers that need no acks (conn, consumer tag).
-    no_ack: HashMap<(ConnId, String), ()>,
+    /// AMQP consumers that need no acks: consumer tags per connection (looked up by `&str`,
+    /// no allocation per delivery); `no_ack_len` counts the tags for the cap.
+    no_ack: FastMap<ConnId, HashSet<String, FastState>>,
+    no_ack_len: usize,
     /// Publish → deliver: per (publish key hash, receiving connection), the id after the last
     /// publish matched there. Deliveries to one connection come in publish order, so matching
     /// resumes there instead of rescanning every identical earlier publish.
-    cursors: HashMap<(u64, ConnId), u64>,
+    cursors: FastMap<(u64, ConnId), u64>,
     max_no_ack: usize,
+    /// Labels by destination, shared by every entry and observation (no allocation per event).
+    labels: LabelCache,
+    /// Hashes destination identities ([`Correlator::dest_key`]); seeded per process.
+    hasher: FastState,
     /// Keep each start event's [`MessageInfo`] for [`Observation::start`].
     keep_info: bool,
     stats: CorrelatorStats,
@@ -229,9 +262,12 @@ impl Correlator {
             published: table(),
             deliveries: table(),
             inboxes: Pending::new(config.max_pending, config.ttl_ns),
-            no_ack: HashMap::new(),
-            cursors: HashMap::new(),
+            no_ack: FastMap::default(),
+            no_ack_len: 0,
+            cursors: FastMap::default(),
             max_no_ack: config.max_pending,
+            labels: LabelCache::default(),
+            hasher: FastState::default(),
             keep_info: false,
             stats: CorrelatorStats::default(),
         }
@@ -320,14 +356,21 @@ impl Correlator {
             EventKind::Subscribe if e.system == System::Amqp => {
                 if let Some(tag) = &e.consumer_tag
                     && e.attrs.iter().any(|(k, v)| *k == "no_ack" && v == "true")
-                    && self.no_ack.len() < self.max_no_ack
+                    && self.no_ack_len < self.max_no_ack
+                    && self.no_ack.entry(conn).or_default().insert(tag.clone())
                 {
-                    self.no_ack.insert((conn, tag.clone()), ());
+                    self.no_ack_len += 1;
                 }
             }
             EventKind::Unsubscribe if e.system == System::Amqp => {
-                if let Some(tag) = &e.consumer_tag {
-                    self.no_ack.remove(&(conn, tag.clone()));
+                if let Some(tag) = &e.consumer_tag
+                    && let Some(tags) = self.no_ack.get_mut(&conn)
+                    && tags.remove(tag.as_str())
+                {
+                    self.no_ack_len -= 1;
+                    if tags.is_empty() {
+                        self.no_ack.remove(&conn);
+                    }
                 }
             }
             EventKind::ChannelClosed => {
@@ -341,7 +384,9 @@ impl Correlator {
                 self.confirms.remove_scope(conn.0, |_| {});
                 self.deliveries.remove_scope(conn.0, |_| {});
                 self.inboxes.remove_scope(conn.0, |_| {});
-                self.no_ack.retain(|(c, _), _| *c != conn);
+                if let Some(tags) = self.no_ack.remove(&conn) {
+                    self.no_ack_len -= tags.len();
+                }
                 self.cursors.retain(|(_, c), _| *c != conn);
             }
             _ => {}
@@ -357,8 +402,9 @@ impl Correlator {
     /// Returns whether the publish waits for a confirm.
     fn on_publish(&mut self, e: &BrokerEvent) -> bool {
         let conn = e.conn.id.0;
-        let labels = labels(e);
+        let labels = self.labels.of(e);
         let info = self.info(e);
+        let dest = self.dest_key(e);
         let stats = &mut self.stats;
         // Publish → confirm: only publishes the broker will confirm.
         let confirm_key = match e.system {
@@ -372,7 +418,7 @@ impl Correlator {
             System::Nats => e
                 .reply_to
                 .as_ref()
-                .and_then(|_| Some(Key::Body(dest_key(e)?, e.fingerprint?))),
+                .and_then(|_| Some(Key::Body(dest?, e.fingerprint?))),
             System::Kafka => {
                 let acks0 = e.attrs.iter().any(|(k, v)| *k == "acks" && v == "0");
                 (!acks0)
@@ -400,7 +446,7 @@ impl Correlator {
         }
         // Publish → deliver (Kafka: once the confirm tells the offsets).
         if e.system != System::Kafka
-            && let (Some(dest), Some(fp)) = (dest_key(e), e.fingerprint)
+            && let (Some(dest), Some(fp)) = (dest, e.fingerprint)
         {
             self.published.insert(
                 GLOBAL,
@@ -430,7 +476,10 @@ impl Correlator {
                 .or(e.delivery_tag)
                 .map(|s| Key::ChannelSeq(e.channel.unwrap_or(0), s)),
             System::Mqtt => e.packet_id.map(Key::PacketId),
-            System::Nats => dest_key(e).zip(e.fingerprint).map(|(d, f)| Key::Body(d, f)),
+            System::Nats => self
+                .dest_key(e)
+                .zip(e.fingerprint)
+                .map(|(d, f)| Key::Body(d, f)),
             System::Kafka => topic_partition(e).map(|(t, p)| Key::TopicPartition(t, p)),
         };
         let Some(slot) = key.and_then(|k| self.confirms.take_front(conn, &k)) else {
@@ -473,7 +522,7 @@ impl Correlator {
     /// Returns whether the delivery waits for a settlement.
     fn on_deliver(&mut self, e: &BrokerEvent, out: &mut impl FnMut(Observation)) -> bool {
         let conn = e.conn.id;
-        let labels = labels(e);
+        let labels = self.labels.of(e);
         // A NATS core reply on an inbox: the request it answers needs no confirm.
         if e.system == System::Nats
             && let Some(subject) = e.destination.as_ref().and_then(|d| d.subject.clone())
@@ -496,10 +545,11 @@ impl Correlator {
         // Deliver → settle: only deliveries the consumer must settle.
         let settle_key = match e.system {
             System::Amqp => {
-                let auto = e
-                    .consumer_tag
-                    .as_ref()
-                    .is_some_and(|t| self.no_ack.contains_key(&(conn, t.clone())));
+                let auto = e.consumer_tag.as_ref().is_some_and(|t| {
+                    self.no_ack
+                        .get(&conn)
+                        .is_some_and(|tags| tags.contains(t.as_str()))
+                });
                 (!auto && e.delivery_tag.is_some())
                     .then(|| (conn.0, Key::Channel(e.channel.unwrap_or(0))))
             }
@@ -525,7 +575,7 @@ impl Correlator {
     }
 
     fn body_published(&mut self, e: &BrokerEvent, out: &mut impl FnMut(Observation)) -> bool {
-        let (Some(dest), Some(fp)) = (dest_key(e), e.fingerprint) else {
+        let (Some(dest), Some(fp)) = (self.dest_key(e), e.fingerprint) else {
             return false;
         };
         let conn = e.conn.id;
@@ -544,12 +594,10 @@ impl Correlator {
         }
         self.cursors.insert(cursor_key, slot.id + 1);
         slot.value.matched = true;
-        if slot.value.delivered_to.len() < MAX_FANOUT_TRACKED {
-            slot.value.delivered_to.push(conn);
-        }
+        slot.value.delivered_to.push(conn);
         out(Observation {
             relation: Relation::PublishDeliver,
-            labels: labels(e),
+            labels: self.labels.of(e),
             latency_ns: e.ts_ns.saturating_sub(slot.ts_ns),
             count: 1,
             settlement: None,
@@ -569,7 +617,7 @@ impl Correlator {
             return false;
         };
         let end = first.saturating_add(count as i64);
-        let labels = labels(e);
+        let labels = self.labels.of(e);
         let mut any = false;
         for slot in self.published.iter_mut(GLOBAL, &Key::TopicPartition(t, p)) {
             let w = &mut slot.value;
@@ -664,42 +712,66 @@ impl Correlator {
     }
 }
 
-/// Labels of an event: system, display destination, vhost.
-fn labels(e: &BrokerEvent) -> Labels {
-    Labels {
-        system: e.system,
-        destination: e
-            .destination
-            .as_ref()
-            .and_then(crate::metrics::destination_name)
-            .map(Arc::from),
-        vhost: e
-            .destination
-            .as_ref()
-            .and_then(|d| d.vhost.as_deref())
-            .map(Arc::from),
-        pid: e.conn.pid,
+/// Labels of events, by destination: built once per destination, then shared (two `Arc`
+/// clones per event instead of a name copy and two allocations). Keyed by a hash of what the
+/// labels are made of and checked on every hit, so a collision costs a rebuild, never wrong
+/// labels. Bounded: cleared when full.
+#[derive(Default)]
+struct LabelCache {
+    hasher: FastState,
+    map: FastMap<u64, Labels>,
+}
+
+const LABEL_CACHE_MAX: usize = 4096;
+
+impl LabelCache {
+    fn of(&mut self, e: &BrokerEvent) -> Labels {
+        let d = e.destination.as_ref();
+        let name = d.and_then(crate::metrics::destination_display);
+        let vhost = d.and_then(|d| d.vhost.as_deref());
+        let hash = self
+            .hasher
+            .hash_one((e.system, name.as_deref(), vhost, e.conn.pid));
+        if let Some(l) = self.map.get(&hash)
+            && l.system == e.system
+            && l.pid == e.conn.pid
+            && l.destination.as_deref() == name.as_deref()
+            && l.vhost.as_deref() == vhost
+        {
+            return l.clone();
+        }
+        let labels = Labels {
+            system: e.system,
+            destination: name.map(|n| Arc::from(n.as_ref())),
+            vhost: vhost.map(Arc::from),
+            pid: e.conn.pid,
+        };
+        if self.map.len() >= LABEL_CACHE_MAX {
+            self.map.clear();
+        }
+        self.map.insert(hash, labels.clone());
+        labels
     }
 }
 
-/// The destination identity publishes and deliveries share (not the display name: an AMQP
-/// delivery's queue is not in its publish).
-/// Hashed: a 64-bit collision between two destinations with equal fingerprints is negligible,
-/// and hashing avoids an allocation per message.
-fn dest_key(e: &BrokerEvent) -> Option<u64> {
-    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-    let hasher = BuildHasherDefault::<DefaultHasher>::default();
-    let d = e.destination.as_ref()?;
-    match e.system {
-        System::Amqp => {
-            let x = d.exchange.as_deref()?;
-            let rk = d.routing_key.as_deref().unwrap_or("");
-            let vhost = d.vhost.as_deref().unwrap_or("");
-            Some(hasher.hash_one((vhost, x, rk)))
+impl Correlator {
+    /// The destination identity publishes and deliveries share (not the display name: an AMQP
+    /// delivery's queue is not in its publish).
+    /// Hashed: a 64-bit collision between two destinations with equal fingerprints is
+    /// negligible, and hashing avoids an allocation per message.
+    fn dest_key(&self, e: &BrokerEvent) -> Option<u64> {
+        let d = e.destination.as_ref()?;
+        match e.system {
+            System::Amqp => {
+                let x = d.exchange.as_deref()?;
+                let rk = d.routing_key.as_deref().unwrap_or("");
+                let vhost = d.vhost.as_deref().unwrap_or("");
+                Some(self.hasher.hash_one((vhost, x, rk)))
+            }
+            System::Mqtt => d.topic.as_deref().map(|t| self.hasher.hash_one(t)),
+            System::Nats => d.subject.as_deref().map(|t| self.hasher.hash_one(t)),
+            System::Kafka => None,
         }
-        System::Mqtt => d.topic.as_deref().map(|t| hasher.hash_one(t)),
-        System::Nats => d.subject.as_deref().map(|t| hasher.hash_one(t)),
-        System::Kafka => None,
     }
 }
 

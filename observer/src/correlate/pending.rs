@@ -7,9 +7,11 @@
 //! entries leave their references behind; those are skipped when reached and compacted away
 //! when they outnumber the live entries, so memory stays proportional to the cap.
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{VecDeque, hash_map::Entry},
     hash::Hash,
 };
+
+use crate::FastMap;
 
 /// The scope of tables whose matches may cross connections.
 pub const GLOBAL: u64 = u64::MAX;
@@ -24,9 +26,114 @@ pub struct Slot<V> {
     pub value: V,
 }
 
+/// The entries under one key, oldest first. Most keys hold a single entry (a publish
+/// sequence, a packet id, a body), so that case is stored inline: no queue allocation per
+/// message. Emptied by taking: `Many` with an empty queue (never `One` of nothing).
+#[derive(Debug)]
+enum Slots<V> {
+    One(Slot<V>),
+    Many(VecDeque<Slot<V>>),
+}
+
+impl<V> Slots<V> {
+    fn push_back(&mut self, slot: Slot<V>) {
+        match self {
+            Slots::Many(q) => q.push_back(slot),
+            Slots::One(_) => {
+                let Slots::One(first) = std::mem::replace(self, Slots::Many(VecDeque::new()))
+                else {
+                    unreachable!("matched One")
+                };
+                let mut q = VecDeque::with_capacity(4);
+                q.push_back(first);
+                q.push_back(slot);
+                *self = Slots::Many(q);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Slots::Many(q) if q.is_empty())
+    }
+
+    fn front(&self) -> Option<&Slot<V>> {
+        match self {
+            Slots::One(s) => Some(s),
+            Slots::Many(q) => q.front(),
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Slot<V>> {
+        match self {
+            Slots::Many(q) => q.pop_front(),
+            Slots::One(_) => match std::mem::replace(self, Slots::Many(VecDeque::new())) {
+                Slots::One(s) => Some(s),
+                Slots::Many(_) => unreachable!("matched One"),
+            },
+        }
+    }
+
+    /// Removes the entry at `at` (0 = oldest).
+    fn remove(&mut self, at: usize) -> Option<Slot<V>> {
+        match self {
+            Slots::Many(q) => q.remove(at),
+            Slots::One(_) if at == 0 => self.pop_front(),
+            Slots::One(_) => None,
+        }
+    }
+
+    fn position(&self, mut pred: impl FnMut(&Slot<V>) -> bool) -> Option<usize> {
+        match self {
+            Slots::One(s) => pred(s).then_some(0),
+            Slots::Many(q) => q.iter().position(pred),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Slot<V>> {
+        let (one, many) = match self {
+            Slots::One(s) => (Some(s), None),
+            Slots::Many(q) => (None, Some(q.iter())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut Slot<V>> {
+        let (one, many) = match self {
+            Slots::One(s) => (Some(s), None),
+            Slots::Many(q) => (None, Some(q.iter_mut())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+
+    fn for_each(self, mut each: impl FnMut(Slot<V>)) {
+        match self {
+            Slots::One(s) => each(s),
+            Slots::Many(q) => q.into_iter().for_each(each),
+        }
+    }
+
+    /// The oldest entry with an id of at least `min_id` that satisfies `pred` (binary search
+    /// to `min_id`, then forward).
+    fn first_from(
+        &mut self,
+        min_id: u64,
+        mut pred: impl FnMut(&V) -> bool,
+    ) -> Option<&mut Slot<V>> {
+        match self {
+            Slots::One(s) => (s.id >= min_id && pred(&s.value)).then_some(s),
+            Slots::Many(q) => {
+                let start = q.partition_point(|s| s.id < min_id);
+                q.range_mut(start..).find(|s| pred(&s.value))
+            }
+        }
+    }
+}
+
+type Keys<K, V> = FastMap<K, Slots<V>>;
+
 #[derive(Debug)]
 pub struct Pending<K, V> {
-    scopes: HashMap<u64, HashMap<K, VecDeque<Slot<V>>>>,
+    scopes: FastMap<u64, Keys<K, V>>,
     order: VecDeque<(u64, u64, u64, K)>,
     live: usize,
     next_id: u64,
@@ -37,7 +144,7 @@ pub struct Pending<K, V> {
 impl<K: Hash + Eq + Clone, V> Pending<K, V> {
     pub fn new(cap: usize, ttl_ns: u64) -> Self {
         Self {
-            scopes: HashMap::new(),
+            scopes: FastMap::default(),
             order: VecDeque::new(),
             live: 0,
             next_id: 0,
@@ -62,26 +169,43 @@ impl<K: Hash + Eq + Clone, V> Pending<K, V> {
         let id = self.next_id;
         self.next_id += 1;
         self.order.push_back((id, ts_ns, scope, key.clone()));
-        self.scopes
-            .entry(scope)
-            .or_default()
-            .entry(key)
-            .or_default()
-            .push_back(Slot { id, ts_ns, value });
+        let slot = Slot { id, ts_ns, value };
+        match self.scopes.entry(scope).or_default().entry(key) {
+            Entry::Occupied(mut o) => o.get_mut().push_back(slot),
+            Entry::Vacant(v) => {
+                v.insert(Slots::One(slot));
+            }
+        }
         self.live += 1;
         if self.order.len() > 2 * self.live + 1024 {
             self.compact();
         }
     }
 
-    fn slots(&mut self, scope: u64, key: &K) -> Option<&mut VecDeque<Slot<V>>> {
-        self.scopes.get_mut(&scope)?.get_mut(key)
+    /// Runs `f` on the entries under `key`, then frees the key (and the scope) if `f` left
+    /// them empty: one lookup per level for the whole operation.
+    fn with_slots<R>(
+        &mut self,
+        scope: u64,
+        key: &K,
+        f: impl FnOnce(&mut Slots<V>) -> R,
+    ) -> Option<R> {
+        let keys = self.scopes.get_mut(&scope)?;
+        let slots = keys.get_mut(key)?;
+        let r = f(slots);
+        if slots.is_empty() {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.scopes.remove(&scope);
+            }
+        }
+        Some(r)
     }
 
     /// Removes and returns the oldest entry under `key`.
     pub fn take_front(&mut self, scope: u64, key: &K) -> Option<Slot<V>> {
-        let slot = self.slots(scope, key)?.pop_front();
-        self.after_take(scope, key, slot.is_some() as usize);
+        let slot = self.with_slots(scope, key, Slots::pop_front).flatten();
+        self.live -= slot.is_some() as usize;
         slot
     }
 
@@ -92,10 +216,13 @@ impl<K: Hash + Eq + Clone, V> Pending<K, V> {
         key: &K,
         mut pred: impl FnMut(&V) -> bool,
     ) -> Option<Slot<V>> {
-        let slots = self.slots(scope, key)?;
-        let at = slots.iter().position(|s| pred(&s.value))?;
-        let slot = slots.remove(at);
-        self.after_take(scope, key, 1);
+        let slot = self
+            .with_slots(scope, key, |slots| {
+                let at = slots.position(|s| pred(&s.value))?;
+                slots.remove(at)
+            })
+            .flatten();
+        self.live -= slot.is_some() as usize;
         slot
     }
 
@@ -107,20 +234,24 @@ impl<K: Hash + Eq + Clone, V> Pending<K, V> {
         mut pred: impl FnMut(&V) -> bool,
         mut each: impl FnMut(Slot<V>),
     ) {
-        let Some(slots) = self.slots(scope, key) else {
-            return;
-        };
-        let mut taken = 0;
-        while slots.front().is_some_and(|s| pred(&s.value)) {
-            each(slots.pop_front().expect("front checked"));
-            taken += 1;
-        }
-        self.after_take(scope, key, taken);
+        let taken = self
+            .with_slots(scope, key, |slots| {
+                let mut taken = 0;
+                while slots.front().is_some_and(|s| pred(&s.value)) {
+                    each(slots.pop_front().expect("front checked"));
+                    taken += 1;
+                }
+                taken
+            })
+            .unwrap_or(0);
+        self.live -= taken;
     }
 
     /// The entries under `key`, oldest first, for in-place updates (fan-out matches).
     pub fn iter_mut(&mut self, scope: u64, key: &K) -> impl Iterator<Item = &mut Slot<V>> {
-        self.slots(scope, key)
+        self.scopes
+            .get_mut(&scope)
+            .and_then(|keys| keys.get_mut(key))
             .into_iter()
             .flat_map(|s| s.iter_mut())
     }
@@ -132,19 +263,22 @@ impl<K: Hash + Eq + Clone, V> Pending<K, V> {
         scope: u64,
         key: &K,
         min_id: u64,
-        mut pred: impl FnMut(&V) -> bool,
+        pred: impl FnMut(&V) -> bool,
     ) -> Option<&mut Slot<V>> {
-        let slots = self.slots(scope, key)?;
-        let start = slots.partition_point(|s| s.id < min_id);
-        slots.range_mut(start..).find(|s| pred(&s.value))
+        self.scopes
+            .get_mut(&scope)?
+            .get_mut(key)?
+            .first_from(min_id, pred)
     }
 
     /// Drops every entry of `scope` (a closed connection); returns them to `each`.
     pub fn remove_scope(&mut self, scope: u64, mut each: impl FnMut(Slot<V>)) {
         if let Some(keys) = self.scopes.remove(&scope) {
-            for slot in keys.into_values().flatten() {
-                self.live -= 1;
-                each(slot);
+            for slots in keys.into_values() {
+                slots.for_each(|slot| {
+                    self.live -= 1;
+                    each(slot);
+                });
             }
         }
     }
@@ -155,10 +289,10 @@ impl<K: Hash + Eq + Clone, V> Pending<K, V> {
             return;
         };
         if let Some(slots) = keys.remove(key) {
-            for slot in slots {
+            slots.for_each(|slot| {
                 self.live -= 1;
                 each(slot);
-            }
+            });
         }
         if keys.is_empty() {
             self.scopes.remove(&scope);
@@ -184,7 +318,7 @@ impl<K: Hash + Eq + Clone, V> Pending<K, V> {
         self.scopes
             .values()
             .flat_map(|k| k.values())
-            .flatten()
+            .flat_map(|s| s.iter())
             .map(|s| &s.value)
     }
 
@@ -200,23 +334,14 @@ impl<K: Hash + Eq + Clone, V> Pending<K, V> {
     /// Removes entry `id` if it is still there. Entries under a key leave oldest first unless
     /// taken by predicate, so a live entry is found near the front.
     fn remove_id(&mut self, scope: u64, key: &K, id: u64) -> Option<V> {
-        let slots = self.slots(scope, key)?;
-        let at = slots.iter().position(|s| s.id == id)?;
-        let slot = slots.remove(at)?;
-        self.after_take(scope, key, 1);
+        let slot = self
+            .with_slots(scope, key, |slots| {
+                let at = slots.position(|s| s.id == id)?;
+                slots.remove(at)
+            })
+            .flatten()?;
+        self.live -= 1;
         Some(slot.value)
-    }
-
-    fn after_take(&mut self, scope: u64, key: &K, taken: usize) {
-        self.live -= taken;
-        if let Some(keys) = self.scopes.get_mut(&scope) {
-            if keys.get(key).is_some_and(|s| s.is_empty()) {
-                keys.remove(key);
-            }
-            if keys.is_empty() {
-                self.scopes.remove(&scope);
-            }
-        }
     }
 
     fn compact(&mut self) {

@@ -15,6 +15,9 @@
 //! never looks a broker up.
 pub mod labels;
 
+use std::borrow::Cow;
+
+use crate::{FastMap, FastState};
 use std::{
     collections::HashMap,
     sync::{
@@ -57,16 +60,22 @@ fn latency_histogram() -> Histogram {
 /// The label name of a destination: the topic or subject, an AMQP queue when the event names
 /// one (deliveries, declares), otherwise exchange/routing key.
 pub fn destination_name(d: &Destination) -> Option<String> {
+    destination_display(d).map(Cow::into_owned)
+}
+
+/// [`destination_name`] without a copy when the name is a field as is (topic, subject, queue):
+/// the per-event paths look their caches up with it.
+pub fn destination_display(d: &Destination) -> Option<Cow<'_, str>> {
     if let Some(t) = &d.topic {
-        return Some(t.clone());
+        return Some(Cow::Borrowed(t));
     }
     if let Some(s) = &d.subject {
-        return Some(s.clone());
+        return Some(Cow::Borrowed(s));
     }
     if let Some(q) = &d.queue {
-        return Some(q.clone());
+        return Some(Cow::Borrowed(q));
     }
-    d.name()
+    d.name().map(Cow::Owned)
 }
 
 /// Every family. Cheap to share: the HTTP thread encodes while the decode thread updates.
@@ -500,16 +509,19 @@ const DEST_CACHE: usize = 4096;
 pub struct Recorder {
     pub metrics: std::sync::Arc<Metrics>,
     labeler: Labeler,
-    event_counters: HashMap<(System, EventKind), Counter>,
+    event_counters: FastMap<(System, EventKind), Counter>,
     /// Observation handles by a hash of their labels (checked on use).
-    obs_cache: HashMap<u64, ObsHandles>,
+    obs_cache: FastMap<u64, ObsHandles>,
+    /// Hashes observation labels for `obs_cache`; seeded per process.
+    obs_hasher: FastState,
     /// By system and broker ([`BrokerMeta::id`], 0 without broker labels).
-    dest_cache: HashMap<(System, u64), HashMap<String, DestCounters>>,
+    /// By system and broker, then vhost (AMQP; "" elsewhere), then destination name.
+    dest_cache: FastMap<(System, u64), FastMap<String, FastMap<String, DestCounters>>>,
     /// `Some` with broker labels on.
     brokers: Option<Arc<Brokers>>,
     /// In-flight series set last time, so those of gone brokers go back to 0.
     in_flight_series: Vec<L>,
-    conns: HashMap<ConnId, ConnGauges>,
+    conns: FastMap<ConnId, ConnGauges>,
     lag: LagTracker,
     last_kernel: [u64; observer_common::Counter::COUNT as usize],
     last_session: SessionStats,
@@ -524,12 +536,13 @@ impl Recorder {
         Self {
             metrics,
             labeler,
-            event_counters: HashMap::new(),
-            obs_cache: HashMap::new(),
-            dest_cache: HashMap::new(),
+            event_counters: FastMap::default(),
+            obs_cache: FastMap::default(),
+            obs_hasher: FastState::default(),
+            dest_cache: FastMap::default(),
             brokers: None,
             in_flight_series: Vec::new(),
-            conns: HashMap::new(),
+            conns: FastMap::default(),
             lag: LagTracker::default(),
             last_kernel: [0; observer_common::Counter::COUNT as usize],
             last_session: SessionStats::default(),
@@ -589,23 +602,26 @@ impl Recorder {
         l
     }
 
-    /// The message counters of an event's destination, from the cache when possible.
+    /// The message counters of an event's destination, from the cache when possible (looked
+    /// up by borrowed names: no allocation per event).
     fn dest_counters(&mut self, e: &BrokerEvent) -> DestCounters {
         let d = e.destination.as_ref();
-        let amqp_key;
-        let key: &str = match d {
-            None => "",
-            Some(d) if e.system == System::Amqp => {
-                let name = destination_name(d).unwrap_or_default();
-                amqp_key = format!("{}\u{0}{name}", d.vhost.as_deref().unwrap_or(""));
-                &amqp_key
-            }
-            Some(d) => d
-                .topic
-                .as_deref()
-                .or(d.subject.as_deref())
-                .or(d.queue.as_deref())
-                .unwrap_or(""),
+        let (vhost, name): (&str, Cow<'_, str>) = match d {
+            None => ("", Cow::Borrowed("")),
+            Some(d) if e.system == System::Amqp => (
+                d.vhost.as_deref().unwrap_or(""),
+                destination_display(d).unwrap_or_default(),
+            ),
+            Some(d) => (
+                "",
+                Cow::Borrowed(
+                    d.topic
+                        .as_deref()
+                        .or(d.subject.as_deref())
+                        .or(d.queue.as_deref())
+                        .unwrap_or(""),
+                ),
+            ),
         };
         let broker = match &self.brokers {
             None => 0,
@@ -614,11 +630,12 @@ impl Recorder {
         if let Some(c) = self
             .dest_cache
             .get(&(e.system, broker))
-            .and_then(|m| m.get(key))
+            .and_then(|m| m.get(vhost))
+            .and_then(|m| m.get(name.as_ref()))
         {
             return c.clone();
         }
-        let key = key.to_owned();
+        let (vhost, name) = (vhost.to_owned(), name.into_owned());
         let l = self.event_labels(e);
         let m = &self.metrics;
         let c = DestCounters {
@@ -630,11 +647,15 @@ impl Recorder {
         if self.dest_cache.len() >= DEST_CACHE {
             self.dest_cache.clear();
         }
-        let cache = self.dest_cache.entry((e.system, broker)).or_default();
+        let vhosts = self.dest_cache.entry((e.system, broker)).or_default();
+        if vhosts.len() >= DEST_CACHE {
+            vhosts.clear();
+        }
+        let cache = vhosts.entry(vhost).or_default();
         if cache.len() >= DEST_CACHE {
             cache.clear();
         }
-        cache.insert(key, c.clone());
+        cache.insert(name, c.clone());
         c
     }
 
@@ -842,7 +863,7 @@ impl Recorder {
 
     /// Records one correlation result.
     pub fn observation(&mut self, o: &Observation) {
-        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        use std::hash::BuildHasher;
         let l = &o.labels;
         // Without broker labels the pid plays no part (one series per destination).
         let broker = match &self.brokers {
@@ -850,7 +871,7 @@ impl Recorder {
             Some(_) => self.broker(l.pid),
         };
         let broker_id = broker.as_ref().map_or(0, |b| b.id);
-        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one((
+        let hash = self.obs_hasher.hash_one((
             o.relation,
             o.settlement,
             l.system,
