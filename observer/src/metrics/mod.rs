@@ -505,18 +505,28 @@ struct ObsHandles {
 /// labeler keeps handing out the same label values).
 const DEST_CACHE: usize = 4096;
 
+/// Index of a (system, kind) pair in `Recorder::event_counters`.
+fn event_slot(system: System, kind: EventKind) -> usize {
+    system as usize * EventKind::ALL.len() + kind as usize
+}
+
 /// The decode thread's side of the metrics.
 pub struct Recorder {
     pub metrics: std::sync::Arc<Metrics>,
     labeler: Labeler,
-    event_counters: FastMap<(System, EventKind), Counter>,
+    /// `brokerscope_events_total` handles, indexed by [`event_slot`] (an array lookup per
+    /// event rather than a hash lookup).
+    event_counters: Vec<Option<Counter>>,
     /// Observation handles by a hash of their labels (checked on use).
     obs_cache: FastMap<u64, ObsHandles>,
     /// Hashes observation labels for `obs_cache`; seeded per process.
     obs_hasher: FastState,
     /// By system and broker ([`BrokerMeta::id`], 0 without broker labels).
-    /// By system and broker, then vhost (AMQP; "" elsewhere), then destination name.
-    dest_cache: FastMap<(System, u64), FastMap<String, FastMap<String, DestCounters>>>,
+    /// By system and broker ([`BrokerMeta::id`], 0 without broker labels), then destination
+    /// (AMQP: vhost, NUL, name).
+    dest_cache: FastMap<(System, u64), FastMap<String, DestCounters>>,
+    /// Reused for AMQP's destination cache key.
+    key_buf: String,
     /// `Some` with broker labels on.
     brokers: Option<Arc<Brokers>>,
     /// In-flight series set last time, so those of gone brokers go back to 0.
@@ -536,10 +546,11 @@ impl Recorder {
         Self {
             metrics,
             labeler,
-            event_counters: FastMap::default(),
+            event_counters: vec![None; System::ALL.len() * EventKind::ALL.len()],
             obs_cache: FastMap::default(),
             obs_hasher: FastState::default(),
             dest_cache: FastMap::default(),
+            key_buf: String::new(),
             brokers: None,
             in_flight_series: Vec::new(),
             conns: FastMap::default(),
@@ -603,59 +614,59 @@ impl Recorder {
     }
 
     /// The message counters of an event's destination, from the cache when possible (looked
-    /// up by borrowed names: no allocation per event).
+    /// up without allocating: AMQP's vhost + name key is built in a reused buffer).
     fn dest_counters(&mut self, e: &BrokerEvent) -> DestCounters {
         let d = e.destination.as_ref();
-        let (vhost, name): (&str, Cow<'_, str>) = match d {
-            None => ("", Cow::Borrowed("")),
-            Some(d) if e.system == System::Amqp => (
-                d.vhost.as_deref().unwrap_or(""),
-                destination_display(d).unwrap_or_default(),
-            ),
-            Some(d) => (
-                "",
-                Cow::Borrowed(
-                    d.topic
-                        .as_deref()
-                        .or(d.subject.as_deref())
-                        .or(d.queue.as_deref())
-                        .unwrap_or(""),
-                ),
-            ),
+        let mut amqp_key = std::mem::take(&mut self.key_buf);
+        amqp_key.clear();
+        let key: &str = match d {
+            None => "",
+            Some(d) if e.system == System::Amqp => {
+                amqp_key.push_str(d.vhost.as_deref().unwrap_or(""));
+                amqp_key.push('\u{0}');
+                amqp_key.push_str(&destination_display(d).unwrap_or_default());
+                &amqp_key
+            }
+            Some(d) => d
+                .topic
+                .as_deref()
+                .or(d.subject.as_deref())
+                .or(d.queue.as_deref())
+                .unwrap_or(""),
         };
         let broker = match &self.brokers {
             None => 0,
             Some(_) => self.broker(e.conn.pid).map_or(0, |b| b.id),
         };
-        if let Some(c) = self
+        let cached = self
             .dest_cache
             .get(&(e.system, broker))
-            .and_then(|m| m.get(vhost))
-            .and_then(|m| m.get(name.as_ref()))
-        {
-            return c.clone();
-        }
-        let (vhost, name) = (vhost.to_owned(), name.into_owned());
-        let l = self.event_labels(e);
-        let m = &self.metrics;
-        let c = DestCounters {
-            published: m.published.get_or_create(&l).clone(),
-            published_bytes: m.published_bytes.get_or_create(&l).clone(),
-            delivered: m.delivered.get_or_create(&l).clone(),
-            delivered_bytes: m.delivered_bytes.get_or_create(&l).clone(),
+            .and_then(|m| m.get(key))
+            .cloned();
+        let c = match cached {
+            Some(c) => c,
+            None => {
+                let key = key.to_owned();
+                let l = self.event_labels(e);
+                let m = &self.metrics;
+                let c = DestCounters {
+                    published: m.published.get_or_create(&l).clone(),
+                    published_bytes: m.published_bytes.get_or_create(&l).clone(),
+                    delivered: m.delivered.get_or_create(&l).clone(),
+                    delivered_bytes: m.delivered_bytes.get_or_create(&l).clone(),
+                };
+                if self.dest_cache.len() >= DEST_CACHE {
+                    self.dest_cache.clear();
+                }
+                let cache = self.dest_cache.entry((e.system, broker)).or_default();
+                if cache.len() >= DEST_CACHE {
+                    cache.clear();
+                }
+                cache.insert(key, c.clone());
+                c
+            }
         };
-        if self.dest_cache.len() >= DEST_CACHE {
-            self.dest_cache.clear();
-        }
-        let vhosts = self.dest_cache.entry((e.system, broker)).or_default();
-        if vhosts.len() >= DEST_CACHE {
-            vhosts.clear();
-        }
-        let cache = vhosts.entry(vhost).or_default();
-        if cache.len() >= DEST_CACHE {
-            cache.clear();
-        }
-        cache.insert(name, c.clone());
+        self.key_buf = amqp_key;
         c
     }
 
@@ -663,9 +674,8 @@ impl Recorder {
     pub fn event(&mut self, e: &BrokerEvent) {
         let m = self.metrics.clone();
         let messages = u64::from(e.record_count.unwrap_or(1));
-        self.event_counters
-            .entry((e.system, e.kind))
-            .or_insert_with(|| {
+        self.event_counters[event_slot(e.system, e.kind)]
+            .get_or_insert_with(|| {
                 m.events
                     .get_or_create(&vec![
                         ("system", e.system.as_str().to_owned()),
