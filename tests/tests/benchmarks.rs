@@ -85,6 +85,10 @@ fn check(broker: &str) {
             "{phase}: the observer counted fewer than {MESSAGES} publishes: {on:?}"
         );
         assert_eq!(counted("chunks_lost"), 0, "{phase}: kernel losses: {on:?}");
+        assert!(
+            on.contains(" ns/msg (") && on.contains(" without idle "),
+            "{phase}: no daemon CPU per message (raw and without idle) in {on:?}"
+        );
         for what in ["throughput", "p50 latency", "p99 latency"] {
             let prefix = format!("{phase} {what}: ");
             let line = out

@@ -12,6 +12,7 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
@@ -171,10 +172,20 @@ impl Runner<'_> {
         } else {
             None
         };
-        let daemon_cpu = match &daemon {
-            Some(d) => cpu_ns(d.0.id())?,
-            None => 0,
+        // The daemon's idle CPU (housekeeping, target refresh) over one second before the load,
+        // so the per-message figure can be given without that fixed cost too.
+        let (daemon_cpu, idle_ns_per_s) = match &daemon {
+            Some(d) => {
+                let before = cpu_ns(d.0.id())?;
+                let t = Instant::now();
+                std::thread::sleep(Duration::from_secs(1));
+                let after = cpu_ns(d.0.id())?;
+                let idle = (after - before) as f64 / t.elapsed().as_secs_f64();
+                (after, idle)
+            }
+            None => (0, 0.0),
         };
+        let started = Instant::now();
         let cpu_before = cpu_ns(self.pid)?;
         let out = Command::new(self.loadgen)
             .args(["--proto", self.proto, "--port", &self.port.to_string()])
@@ -207,12 +218,16 @@ impl Runner<'_> {
         };
         let note = match daemon {
             Some(d) => {
-                let used = cpu_ns(d.0.id())? - daemon_cpu;
                 let counted = daemon_counts(u64::from(self.args.messages))?;
+                let used = (cpu_ns(d.0.id())? - daemon_cpu) as f64;
+                let idle = idle_ns_per_s * started.elapsed().as_secs_f64();
                 drop(d);
+                let per_msg = |ns: f64| ns / f64::from(self.args.messages);
                 format!(
-                    "{:.0} ns/msg, {counted}",
-                    used as f64 / f64::from(self.args.messages)
+                    "{:.0} ns/msg ({:.0} without idle {:.1} ms/s), {counted}",
+                    per_msg(used),
+                    per_msg((used - idle).max(0.0)),
+                    idle_ns_per_s / 1e6
                 )
             }
             None => String::new(),
