@@ -323,37 +323,70 @@ impl BrokerEvent {
     }
 }
 
-/// Message fingerprint: 64-bit FNV-1a over the body bytes, mixed with the length. Fast, no
-/// allocation, stable across processes (two observers agree).
+/// Message fingerprint: a 64-bit hash of the body bytes, mixed with the length. Eight bytes at
+/// a time with a folded 64×64→128-bit multiply (a byte-at-a-time hash capped the decoders at
+/// well under 1 GB/s on bodies), split-invariant (bytes arriving in any pieces give the same
+/// value: up to 7 bytes wait in `tail`), no allocation, and stable across processes (two
+/// observers agree).
 #[derive(Clone, Copy, Debug)]
 pub struct Fingerprint {
     hash: u64,
     len: u64,
+    /// Bytes not yet hashed (fewer than 8), little-endian in the low `tail_len` bytes.
+    tail: u64,
+    tail_len: u8,
 }
+
+const FP_SEED: u64 = 0xcbf2_9ce4_8422_2325;
+const FP_MUL: u64 = 0x9E37_79B9_7F4A_7C15;
 
 impl Default for Fingerprint {
     fn default() -> Self {
         Self {
-            hash: 0xcbf2_9ce4_8422_2325,
+            hash: FP_SEED,
             len: 0,
+            tail: 0,
+            tail_len: 0,
         }
     }
 }
 
+#[inline(always)]
+fn fold_mix(h: u64, word: u64) -> u64 {
+    let m = u128::from(h ^ word) * u128::from(FP_MUL);
+    (m as u64) ^ ((m >> 64) as u64)
+}
+
 impl Fingerprint {
-    pub fn update(&mut self, bytes: &[u8]) {
+    pub fn update(&mut self, mut bytes: &[u8]) {
+        self.len += bytes.len() as u64;
+        // Complete a pending word first.
+        while self.tail_len > 0 && !bytes.is_empty() {
+            self.tail |= u64::from(bytes[0]) << (8 * u32::from(self.tail_len));
+            self.tail_len += 1;
+            bytes = &bytes[1..];
+            if self.tail_len == 8 {
+                self.hash = fold_mix(self.hash, self.tail);
+                self.tail = 0;
+                self.tail_len = 0;
+            }
+        }
+        let mut words = bytes.chunks_exact(8);
         let mut h = self.hash;
-        for &b in bytes {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        for w in &mut words {
+            h = fold_mix(h, u64::from_le_bytes(w.try_into().expect("8 bytes")));
         }
         self.hash = h;
-        self.len += bytes.len() as u64;
+        for &b in words.remainder() {
+            self.tail |= u64::from(b) << (8 * u32::from(self.tail_len));
+            self.tail_len += 1;
+        }
     }
 
     pub fn finish(&self) -> u64 {
-        // Mix the length in so equal prefixes of different lengths differ.
-        let mut x = self.hash ^ self.len.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        // The tail and the length go in last, so equal prefixes of different lengths differ.
+        let mut x = fold_mix(self.hash, self.tail ^ u64::from(self.tail_len) << 56);
+        x ^= self.len.wrapping_mul(FP_MUL);
         x ^= x >> 33;
         x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
         x ^ (x >> 33)
@@ -382,6 +415,45 @@ mod tests {
         }
         assert_ne!(Fingerprint::of(b""), Fingerprint::of(b"\0"));
         assert_ne!(Fingerprint::of(b"a"), Fingerprint::of(b"b"));
+    }
+
+    #[test]
+    fn fingerprint_any_pieces_and_no_collisions_among_near_bodies() {
+        // Bodies of every length 0..64 cut into three pieces at every pair of points.
+        let body: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
+        for len in 0..body.len() {
+            let b = &body[..len];
+            let whole = Fingerprint::of(b);
+            for i in 0..=len {
+                for j in i..=len {
+                    let mut f = Fingerprint::default();
+                    f.update(&b[..i]);
+                    f.update(&b[i..j]);
+                    f.update(&b[j..]);
+                    assert_eq!(f.finish(), whole, "len {len} cut at {i},{j}");
+                }
+            }
+        }
+        // Near-identical bodies (a counter, zero padding, one flipped bit) all differ.
+        let mut seen = std::collections::HashSet::new();
+        for n in 0u32..50_000 {
+            assert!(
+                seen.insert(Fingerprint::of(&n.to_le_bytes())),
+                "counter {n}"
+            );
+        }
+        for pad in (0..24).filter(|&p| p != 4) {
+            // (4 zero bytes is counter 0)
+            assert!(
+                seen.insert(Fingerprint::of(&vec![0u8; pad])),
+                "{pad} zero bytes"
+            );
+        }
+        for bit in 0..(64 * 8) {
+            let mut b = body.clone();
+            b[bit / 8] ^= 1 << (bit % 8);
+            assert!(seen.insert(Fingerprint::of(&b)), "bit {bit} flipped");
+        }
     }
 
     #[test]
