@@ -6,7 +6,8 @@
 //! - Processes: [`ProcFs::pids`], [`ProcFs::comm`], [`ProcFs::exe_name`], [`ProcFs::cmdline`],
 //!   [`ProcFs::find_by_name`], [`ProcFs::cgroup_v2_path`].
 //! - Sockets: [`ProcFs::socket_inodes`] (the fd table), [`ProcFs::tcp_sockets`] (`net/tcp` and
-//!   `net/tcp6` of the process's network namespace), [`ProcFs::listening_ports`],
+//!   `net/tcp6` of the process's network namespace), [`ProcFs::listening_ports`] (and
+//!   [`ProcFs::listening_ports_cached`] with a [`ListenCache`], for the per-second re-resolve),
 //!   [`ProcFs::pid_listening_on`], [`ProcFs::listeners_on`].
 //! - Mounts: [`ProcFs::cgroup2_mount`], [`ProcFs::cgroup2_mounts`] (with their cgroup roots, from
 //!   mountinfo), [`ProcFs::tracefs_mount`].
@@ -27,6 +28,8 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use super::sockdiag::SockDiag;
 
@@ -364,18 +367,81 @@ impl ProcFs {
             .into_iter()
             .map(|(i, _)| i)
             .collect();
-        let table = match self.own_netns_listeners(pid) {
-            Some(t) => t,
-            None => self.tcp_sockets(pid)?,
-        };
-        let mut ports: Vec<u16> = table
-            .into_iter()
-            .filter(|s| s.state == TCP_LISTEN && inodes.contains(&s.inode))
-            .map(|s| s.local.port())
+        Ok(owned_ports(&self.listen_table(pid)?, &inodes))
+    }
+
+    /// [`ProcFs::listening_ports`], without listing the fd table again (one readlink per fd:
+    /// thousands for a busy broker) when the same process (same start time) was listed less
+    /// than [`LISTEN_RELIST`] ago and the listening sockets of its namespace are the same ones.
+    pub fn listening_ports_cached(
+        &self,
+        pid: u32,
+        cache: &ListenCache,
+    ) -> Result<Vec<u16>, ProcError> {
+        let table = self.listen_table(pid)?;
+        let mut listeners: Vec<u64> = table
+            .iter()
+            .filter(|s| s.state == TCP_LISTEN)
+            .map(|s| s.inode)
             .collect();
-        ports.sort_unstable();
-        ports.dedup();
+        listeners.sort_unstable();
+        let start = match self.start_time(pid) {
+            Ok(t) => Some(t),
+            // A tree without stat files (tests): no cache.
+            Err(e) if e.is_vanished() && self.exists(pid) => None,
+            Err(e) => return Err(e),
+        };
+        let mut entries = cache.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(start) = start
+            && let Some(e) = entries.get(&pid)
+            && e.start == start
+            && e.listeners == listeners
+            && e.listed.elapsed() < LISTEN_RELIST
+        {
+            return Ok(e.ports.clone());
+        }
+        let inodes: HashSet<u64> = self
+            .socket_inodes(pid)?
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect();
+        let ports = owned_ports(&table, &inodes);
+        if let Some(start) = start {
+            entries.insert(
+                pid,
+                ListenEntry {
+                    start,
+                    listeners,
+                    ports: ports.clone(),
+                    listed: Instant::now(),
+                },
+            );
+        }
         Ok(ports)
+    }
+
+    /// The listening sockets of the process's namespace: sock_diag when it is ours, else its
+    /// net/tcp tables (all states).
+    fn listen_table(&self, pid: u32) -> Result<Vec<TcpSocketEntry>, ProcError> {
+        match self.own_netns_listeners(pid) {
+            Some(t) => Ok(t),
+            None => self.tcp_sockets(pid),
+        }
+    }
+
+    /// Start time of the process (field 22 of /proc/PID/stat, clock ticks since boot): tells a
+    /// reused pid from the process that had it.
+    fn start_time(&self, pid: u32) -> Result<u64, ProcError> {
+        let raw = self.read_pid_file(pid, "stat")?;
+        let text = String::from_utf8_lossy(&raw);
+        // comm (field 2) may hold spaces and parentheses: count fields after the last ')'.
+        text.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_ascii_whitespace().nth(19)?.parse().ok())
+            .ok_or_else(|| ProcError::Parse {
+                path: self.pid_path(pid, "stat"),
+                line: 1,
+                what: "the start time (field 22)".to_owned(),
+            })
     }
 
     /// The processes listening on `port` (any address, v4 or v6), sorted. Processes that vanish
@@ -626,6 +692,46 @@ pub struct Cgroup2Mount {
     /// for a mount of the namespace's own root; "/../.." for a host tree bound into a
     /// container (its top is two levels above the namespace root).
     pub root: String,
+}
+
+/// Even when nothing seems to have changed, a process's fd table is listed again this often: a
+/// listener it closes or receives while another process keeps it open (so its namespace has the
+/// same listeners) is noticed within this time.
+pub const LISTEN_RELIST: Duration = Duration::from_secs(10);
+
+/// What [`ProcFs::listening_ports_cached`] remembers per pid.
+#[derive(Debug, Default)]
+pub struct ListenCache {
+    entries: Mutex<HashMap<u32, ListenEntry>>,
+}
+
+#[derive(Debug)]
+struct ListenEntry {
+    start: u64,
+    /// Inodes of every listening socket of the namespace, sorted.
+    listeners: Vec<u64>,
+    ports: Vec<u16>,
+    listed: Instant,
+}
+
+impl ListenCache {
+    /// Forgets every pid but these (processes no longer targets).
+    pub fn keep_only(&self, pids: impl Fn(u32) -> bool) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.retain(|&pid, _| pids(pid));
+    }
+}
+
+/// Ports of the LISTEN sockets in `table` whose inode is one of `inodes`, sorted, deduplicated.
+fn owned_ports(table: &[TcpSocketEntry], inodes: &HashSet<u64>) -> Vec<u16> {
+    let mut ports: Vec<u16> = table
+        .iter()
+        .filter(|s| s.state == TCP_LISTEN && inodes.contains(&s.inode))
+        .map(|s| s.local.port())
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
 }
 
 /// Pids sharing a network namespace; `ours`: it is our own and sock_diag may be asked.
@@ -969,7 +1075,7 @@ pub(crate) mod testkit {
 
 #[cfg(test)]
 mod tests {
-    use super::testkit::{FakeProc, TCP_HEADER};
+    use super::testkit::{FakeProc, TCP_HEADER, tcp_listen_line};
     use super::*;
     use std::os::fd::AsRawFd;
     use std::time::Instant;
@@ -1230,6 +1336,47 @@ tracefs /sys/kernel/tracing tracefs rw,nosuid,nodev,noexec,relatime 0 0
         assert_eq!(p.listening_ports(100).unwrap(), [9092, 9093]);
         assert_eq!(p.listening_ports(200).unwrap(), [22]);
         assert!(p.listening_ports(300).unwrap().is_empty());
+    }
+
+    #[test]
+    fn listening_ports_cache_skips_unchanged_fd_tables() {
+        let f = fixture();
+        let p = f.proc();
+        let stat = |start: u64| {
+            format!(
+                "100 (kafka (x) y) S 1 100 100 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 {start} 0 0\n"
+            )
+        };
+        f.file("100/stat", stat(5000));
+        assert_eq!(p.start_time(100).unwrap(), 5000);
+        let cache = ListenCache::default();
+        let all = p.listening_ports(100).unwrap();
+        assert_eq!(p.listening_ports_cached(100, &cache).unwrap(), all);
+        // The fd table changes but the namespace's listeners do not: not listed again.
+        fs::remove_file(f.root.join("100/fd/3")).unwrap();
+        let fewer = p.listening_ports(100).unwrap();
+        assert_ne!(fewer, all);
+        assert_eq!(p.listening_ports_cached(100, &cache).unwrap(), all);
+        // Same pid, another process (start time): listed again.
+        f.file("100/stat", stat(6000));
+        assert_eq!(p.listening_ports_cached(100, &cache).unwrap(), fewer);
+        // A listener appears in the namespace: listed again.
+        f.link("100/fd/3", "socket:[1001]")
+            .file("100/net/tcp", host_tcp() + &tcp_listen_line(9, 1234, 7777));
+        assert_eq!(p.listening_ports_cached(100, &cache).unwrap(), all);
+        // Forgotten: listed again.
+        fs::remove_file(f.root.join("100/fd/3")).unwrap();
+        assert_eq!(p.listening_ports_cached(100, &cache).unwrap(), all);
+        cache.keep_only(|pid| pid != 100);
+        assert_eq!(p.listening_ports_cached(100, &cache).unwrap(), fewer);
+        // Without a stat file (fake trees): always listed.
+        assert_eq!(p.listening_ports_cached(200, &cache).unwrap(), [22]);
+        assert!(p.listening_ports_cached(300, &cache).unwrap().is_empty());
+        f.file("100/stat", "100 (kafka) S 1\n");
+        assert!(matches!(
+            p.listening_ports_cached(100, &cache),
+            Err(ProcError::Parse { .. })
+        ));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::{
 };
 
 use super::discover::{self, BrokerKind};
-use super::procfs::{ProcError, ProcFs};
+use super::procfs::{ListenCache, ProcError, ProcFs};
 
 /// What the user asked to watch. Selectors add up.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -83,11 +83,18 @@ impl TargetError {
 pub struct Resolver {
     pub proc: ProcFs,
     pub cgroups: CgroupTree,
+    /// Listening ports of the targets from the previous resolve: the daemon resolves every
+    /// second, and a broker's fd table need not be listed again while its listeners stay.
+    listen_cache: ListenCache,
 }
 
 impl Resolver {
     pub fn new(proc: ProcFs, cgroups: CgroupTree) -> Self {
-        Self { proc, cgroups }
+        Self {
+            proc,
+            cgroups,
+            listen_cache: ListenCache::default(),
+        }
     }
 
     /// Every target the spec names right now. With `strict`, a selector that matches nothing is an
@@ -140,6 +147,7 @@ impl Resolver {
                 discovered_only.remove(&pid);
             }
         }
+        self.listen_cache.keep_only(|pid| wanted.contains_key(&pid));
         let mut targets = Vec::with_capacity(wanted.len());
         for (pid, only) in wanted {
             match self.describe(pid, only, kinds.get(&pid).copied()) {
@@ -172,7 +180,11 @@ impl Resolver {
         let cgroup = self.cgroups.host_dir(pid, &rel)?;
         let ports = match only {
             Some(ports) => ports,
-            None => self.proc.listening_ports(pid)?.into_iter().collect(),
+            None => self
+                .proc
+                .listening_ports_cached(pid, &self.listen_cache)?
+                .into_iter()
+                .collect(),
         };
         Ok(Target {
             pid,
