@@ -893,6 +893,17 @@ pub struct SocketOwner {
     pub inode: u64,
 }
 
+/// What [`SocketOwners::find`] knows about a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    Owner(SocketOwner),
+    /// Not among the sockets read at the last refresh: a refresh may find it.
+    Unknown,
+    /// The kernel has the connection without a file (not accepted yet) or not at all (closed):
+    /// no fd table holds it now, so a refresh would be wasted.
+    NoFileYet,
+}
+
 /// Finds which process owns a TCP connection, given its addresses, by reading the target
 /// processes' net/tcp and fd tables; results cached by inode; refresh on miss (rate-limited by
 /// the caller).
@@ -986,24 +997,37 @@ impl SocketOwners {
     /// Owner (pid, fd, inode) of the connection local→remote, if one of the pids of the last
     /// refresh held it then. Addresses are compared after [`normalize`].
     pub fn lookup(&mut self, local: SocketAddr, remote: SocketAddr) -> Option<SocketOwner> {
+        match self.find(local, remote) {
+            Lookup::Owner(o) => Some(o),
+            Lookup::Unknown | Lookup::NoFileYet => None,
+        }
+    }
+
+    /// [`SocketOwners::lookup`], saying whether a [`SocketOwners::refresh`] could help.
+    pub fn find(&mut self, local: SocketAddr, remote: SocketAddr) -> Lookup {
         if let Some(inodes) = self.by_tuple.get(&(normalize(local), normalize(remote)))
             && let Some(o) = inodes.iter().find_map(|i| self.by_inode.get(i))
         {
-            return Some(*o);
+            return Lookup::Owner(*o);
         }
         if !self.diag_lookup {
-            return None;
+            return Lookup::Unknown;
         }
-        let diag = self.diag.as_mut()?;
+        let Some(diag) = self.diag.as_mut() else {
+            return Lookup::Unknown;
+        };
         match diag.connection(local, remote) {
-            // Inode 0: not (yet) attached to a file, e.g. not accepted yet.
-            Ok(Some(s)) if s.inode != 0 => self.by_inode.get(&s.inode).copied(),
-            Ok(_) => None,
+            Ok(Some(s)) if s.inode != 0 => match self.by_inode.get(&s.inode) {
+                Some(o) => Lookup::Owner(*o),
+                None => Lookup::Unknown,
+            },
+            // Inode 0: not attached to a file (not accepted yet, or closing); no socket: gone.
+            Ok(_) => Lookup::NoFileYet,
             Err(e) => {
                 tracing::debug!("{e}; reading /proc/net/tcp from the next refresh on");
                 self.diag = None;
                 self.diag_broken = true;
-                None
+                Lookup::Unknown
             }
         }
     }
@@ -1620,6 +1644,32 @@ tracefs /sys/kernel/tracing tracefs rw,nosuid,nodev,noexec,relatime 0 0
     fn real_socket_owners() {
         check_socket_owners(ProcFs::default());
         check_socket_owners(ProcFs::default().without_sock_diag());
+    }
+
+    #[test]
+    fn real_find_says_when_a_refresh_helps() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut o = SocketOwners::new(ProcFs::default());
+        o.refresh(&[own()]).unwrap();
+        // Not accepted yet: the server side has no file, no fd table can hold it.
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        let client_addr = client.local_addr().unwrap();
+        assert_eq!(o.find(addr, client_addr), Lookup::NoFileYet);
+        // Accepted after the refresh: a refresh helps, and finds it.
+        let (server, _) = l.accept().unwrap();
+        assert_eq!(o.find(addr, client_addr), Lookup::Unknown);
+        o.refresh(&[own()]).unwrap();
+        let Lookup::Owner(s) = o.find(addr, client_addr) else {
+            panic!("accepted socket not found");
+        };
+        assert_eq!(s.fd, server.as_raw_fd() as u32);
+        // A tuple no socket has.
+        let nobody: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(o.find(nobody, client_addr), Lookup::NoFileYet);
+        // Through net/tcp nothing is known about files: always Unknown until refreshed.
+        let mut slow = SocketOwners::new(ProcFs::default().without_sock_diag());
+        assert_eq!(slow.find(nobody, client_addr), Lookup::Unknown);
     }
 
     fn check_socket_owners(proc: ProcFs) {
