@@ -1672,6 +1672,54 @@ tracefs /sys/kernel/tracing tracefs rw,nosuid,nodev,noexec,relatime 0 0
         assert_eq!(slow.find(nobody, client_addr), Lookup::Unknown);
     }
 
+    /// A process in another network namespace (as in a pod) is read through its net/tcp: the
+    /// sock_diag answer, for our namespace, does not have its listener.
+    #[test]
+    fn real_other_namespace_uses_net_tcp() {
+        use std::io::BufRead;
+        let script = "import socket,time; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(); \
+                      print(s.getsockname()[1], flush=True); time.sleep(30)";
+        let child = std::process::Command::new("unshare")
+            .args(["--net", "--", "python3", "-c", script])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let Ok(mut child) = child else {
+            eprintln!("skipped: no unshare");
+            return;
+        };
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let Ok(port) = line.trim().parse::<u16>() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("skipped: unshare --net failed (not root?)");
+            return;
+        };
+        let pid = child.id(); // unshare execs python3
+        let p = ProcFs::default();
+        let result = || {
+            assert!(!p.in_own_netns(pid));
+            assert_eq!(p.listening_ports(pid).unwrap(), [port]);
+            assert_eq!(p.listeners_on(&[port], &[pid]).unwrap(), [(pid, port)]);
+            let theirs = p.socket_inodes(pid).unwrap();
+            let ours = diag_listeners().unwrap();
+            assert!(
+                !ours
+                    .iter()
+                    .any(|e| theirs.iter().any(|&(i, _)| i == e.inode))
+            );
+        };
+        let outcome = std::panic::catch_unwind(result);
+        let _ = child.kill();
+        let _ = child.wait();
+        if let Err(e) = outcome {
+            std::panic::resume_unwind(e);
+        }
+    }
+
     fn check_socket_owners(proc: ProcFs) {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
