@@ -3,6 +3,8 @@
 //! - `programs`: load the embedded eBPF object, attach it, drive its maps.
 //! - `records`: typed views of the raw ring records.
 //! - `procfs`: /proc — processes, their cgroups, sockets and listening ports.
+//! - `sockdiag`: the same TCP socket facts for our own network namespace straight from the
+//!   kernel (NETLINK_SOCK_DIAG), much cheaper than /proc/net/tcp; `procfs` picks one.
 //! - `discover`: which processes are brokers (process rules, well-known ports).
 //! - `targets`: what the user asked for (`--pid`, `--process`, `--port`, discovery) resolved to
 //!   processes.
@@ -18,6 +20,7 @@ pub mod procfs;
 pub mod programs;
 pub mod records;
 pub mod session;
+pub mod sockdiag;
 pub mod targets;
 
 use std::path::PathBuf;

@@ -6,7 +6,8 @@
 //! - Processes: [`ProcFs::pids`], [`ProcFs::comm`], [`ProcFs::exe_name`], [`ProcFs::cmdline`],
 //!   [`ProcFs::find_by_name`], [`ProcFs::cgroup_v2_path`].
 //! - Sockets: [`ProcFs::socket_inodes`] (the fd table), [`ProcFs::tcp_sockets`] (`net/tcp` and
-//!   `net/tcp6` of the process's network namespace), [`ProcFs::listening_ports`],
+//!   `net/tcp6` of the process's network namespace), [`ProcFs::listening_ports`] (and
+//!   [`ProcFs::listening_ports_cached`] with a [`ListenCache`], for the per-second re-resolve),
 //!   [`ProcFs::pid_listening_on`], [`ProcFs::listeners_on`].
 //! - Mounts: [`ProcFs::cgroup2_mount`], [`ProcFs::cgroup2_mounts`] (with their cgroup roots, from
 //!   mountinfo), [`ProcFs::tracefs_mount`].
@@ -14,6 +15,11 @@
 //!
 //! A socket is tied to a process only through its inode: `net/tcp` lists every socket of a
 //! network namespace with its inode, and `/proc/PID/fd/N` links to `socket:[INODE]`.
+//!
+//! For processes in our own network namespace (and only when the root is a real procfs), the
+//! socket tables come from [`super::sockdiag`] instead: reading net/tcp costs ~5-7 ms of CPU per
+//! read on a host with a large established hash, a listener dump or an exact lookup by 4-tuple
+//! a few µs. The results are the same; any sock_diag failure falls back to /proc.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -22,6 +28,10 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::sockdiag::SockDiag;
 
 /// `st` column of `net/tcp`: TCP_ESTABLISHED.
 pub const TCP_ESTABLISHED: u8 = 0x01;
@@ -103,6 +113,9 @@ pub fn normalize(addr: SocketAddr) -> SocketAddr {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcFs {
     root: PathBuf,
+    /// The root is a real procfs (not a fake tree): TCP tables of processes in our own network
+    /// namespace may be asked of sock_diag.
+    sock_diag: bool,
 }
 
 impl Default for ProcFs {
@@ -113,7 +126,15 @@ impl Default for ProcFs {
 
 impl ProcFs {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        let root = root.into();
+        let sock_diag = is_procfs(&root);
+        Self { root, sock_diag }
+    }
+
+    /// The same tree, always reading net/tcp (for comparisons and measurements).
+    pub fn without_sock_diag(mut self) -> Self {
+        self.sock_diag = false;
+        self
     }
 
     /// The procfs root this reads.
@@ -346,15 +367,81 @@ impl ProcFs {
             .into_iter()
             .map(|(i, _)| i)
             .collect();
-        let mut ports: Vec<u16> = self
-            .tcp_sockets(pid)?
-            .into_iter()
-            .filter(|s| s.state == TCP_LISTEN && inodes.contains(&s.inode))
-            .map(|s| s.local.port())
+        Ok(owned_ports(&self.listen_table(pid)?, &inodes))
+    }
+
+    /// [`ProcFs::listening_ports`], without listing the fd table again (one readlink per fd:
+    /// thousands for a busy broker) when the same process (same start time) was listed less
+    /// than [`LISTEN_RELIST`] ago and the listening sockets of its namespace are the same ones.
+    pub fn listening_ports_cached(
+        &self,
+        pid: u32,
+        cache: &ListenCache,
+    ) -> Result<Vec<u16>, ProcError> {
+        let table = self.listen_table(pid)?;
+        let mut listeners: Vec<u64> = table
+            .iter()
+            .filter(|s| s.state == TCP_LISTEN)
+            .map(|s| s.inode)
             .collect();
-        ports.sort_unstable();
-        ports.dedup();
+        listeners.sort_unstable();
+        let start = match self.start_time(pid) {
+            Ok(t) => Some(t),
+            // A tree without stat files (tests): no cache.
+            Err(e) if e.is_vanished() && self.exists(pid) => None,
+            Err(e) => return Err(e),
+        };
+        let mut entries = cache.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(start) = start
+            && let Some(e) = entries.get(&pid)
+            && e.start == start
+            && e.listeners == listeners
+            && e.listed.elapsed() < LISTEN_RELIST
+        {
+            return Ok(e.ports.clone());
+        }
+        let inodes: HashSet<u64> = self
+            .socket_inodes(pid)?
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect();
+        let ports = owned_ports(&table, &inodes);
+        if let Some(start) = start {
+            entries.insert(
+                pid,
+                ListenEntry {
+                    start,
+                    listeners,
+                    ports: ports.clone(),
+                    listed: Instant::now(),
+                },
+            );
+        }
         Ok(ports)
+    }
+
+    /// The listening sockets of the process's namespace: sock_diag when it is ours, else its
+    /// net/tcp tables (all states).
+    fn listen_table(&self, pid: u32) -> Result<Vec<TcpSocketEntry>, ProcError> {
+        match self.own_netns_listeners(pid) {
+            Some(t) => Ok(t),
+            None => self.tcp_sockets(pid),
+        }
+    }
+
+    /// Start time of the process (field 22 of /proc/PID/stat, clock ticks since boot): tells a
+    /// reused pid from the process that had it.
+    fn start_time(&self, pid: u32) -> Result<u64, ProcError> {
+        let raw = self.read_pid_file(pid, "stat")?;
+        let text = String::from_utf8_lossy(&raw);
+        // comm (field 2) may hold spaces and parentheses: count fields after the last ')'.
+        text.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_ascii_whitespace().nth(19)?.parse().ok())
+            .ok_or_else(|| ProcError::Parse {
+                path: self.pid_path(pid, "stat"),
+                line: 1,
+                what: "the start time (field 22)".to_owned(),
+            })
     }
 
     /// The processes listening on `port` (any address, v4 or v6), sorted. Processes that vanish
@@ -381,9 +468,17 @@ impl ProcFs {
         let mut first_err = None;
         // net/tcp is per namespace, so read it once per namespace, and only read the fd tables
         // of namespaces that have such a listener.
-        for mut group in self.group_by_netns(&pids) {
-            let Some(table) = self.first_table(&group, &mut first_err) else {
-                continue;
+        for NsGroup {
+            pids: mut group,
+            ours,
+        } in self.group_by_netns(&pids)
+        {
+            let table = match ours.then(diag_listeners).flatten() {
+                Some(t) => t,
+                None => match self.first_table(&group, &mut first_err) {
+                    Some(t) => t,
+                    None => continue,
+                },
             };
             // inode → port
             let listeners: HashMap<u64, u16> = table
@@ -433,8 +528,9 @@ impl ProcFs {
 
     /// Groups pids sharing a network namespace (by the /proc/PID/ns/net link), keeping order.
     /// A pid whose link cannot be read gets a group of its own.
-    fn group_by_netns(&self, pids: &[u32]) -> Vec<Vec<u32>> {
-        let mut groups: Vec<Vec<u32>> = Vec::new();
+    fn group_by_netns(&self, pids: &[u32]) -> Vec<NsGroup> {
+        let own = self.own_netns();
+        let mut groups: Vec<NsGroup> = Vec::new();
         let mut index: HashMap<PathBuf, usize> = HashMap::new();
         let mut seen = HashSet::new();
         for &pid in pids {
@@ -443,16 +539,45 @@ impl ProcFs {
             }
             match fs::read_link(self.pid_path(pid, "ns/net")) {
                 Ok(ns) => match index.get(&ns) {
-                    Some(&i) => groups[i].push(pid),
+                    Some(&i) => groups[i].pids.push(pid),
                     None => {
+                        let ours = own.as_ref() == Some(&ns);
                         index.insert(ns, groups.len());
-                        groups.push(vec![pid]);
+                        groups.push(NsGroup {
+                            pids: vec![pid],
+                            ours,
+                        });
                     }
                 },
-                Err(_) => groups.push(vec![pid]),
+                Err(_) => groups.push(NsGroup {
+                    pids: vec![pid],
+                    ours: false,
+                }),
             }
         }
         groups
+    }
+
+    /// Our network namespace (the /proc/self/ns/net link) when sock_diag may be used: it answers
+    /// for the namespace of the netlink socket, i.e. this one.
+    fn own_netns(&self) -> Option<PathBuf> {
+        if !self.sock_diag {
+            return None;
+        }
+        fs::read_link(self.root.join("self/ns/net")).ok()
+    }
+
+    /// Whether the process's sockets can be asked of sock_diag (it shares our netns).
+    fn in_own_netns(&self, pid: u32) -> bool {
+        self.own_netns().is_some_and(|own| {
+            fs::read_link(self.pid_path(pid, "ns/net")).is_ok_and(|ns| ns == own)
+        })
+    }
+
+    /// The listening sockets of the process's namespace from sock_diag, if it is ours and the
+    /// kernel answered.
+    fn own_netns_listeners(&self, pid: u32) -> Option<Vec<TcpSocketEntry>> {
+        self.in_own_netns(pid).then(diag_listeners).flatten()
     }
 
     /// The tcp tables of a namespace, read through the first of its pids that is still there.
@@ -567,6 +692,79 @@ pub struct Cgroup2Mount {
     /// for a mount of the namespace's own root; "/../.." for a host tree bound into a
     /// container (its top is two levels above the namespace root).
     pub root: String,
+}
+
+/// Even when nothing seems to have changed, a process's fd table is listed again this often: a
+/// listener it closes or receives while another process keeps it open (so its namespace has the
+/// same listeners) is noticed within this time.
+pub const LISTEN_RELIST: Duration = Duration::from_secs(10);
+
+/// What [`ProcFs::listening_ports_cached`] remembers per pid.
+#[derive(Debug, Default)]
+pub struct ListenCache {
+    entries: Mutex<HashMap<u32, ListenEntry>>,
+}
+
+#[derive(Debug)]
+struct ListenEntry {
+    start: u64,
+    /// Inodes of every listening socket of the namespace, sorted.
+    listeners: Vec<u64>,
+    ports: Vec<u16>,
+    listed: Instant,
+}
+
+impl ListenCache {
+    /// Forgets every pid but these (processes no longer targets).
+    pub fn keep_only(&self, pids: impl Fn(u32) -> bool) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.retain(|&pid, _| pids(pid));
+    }
+}
+
+/// Ports of the LISTEN sockets in `table` whose inode is one of `inodes`, sorted, deduplicated.
+fn owned_ports(table: &[TcpSocketEntry], inodes: &HashSet<u64>) -> Vec<u16> {
+    let mut ports: Vec<u16> = table
+        .iter()
+        .filter(|s| s.state == TCP_LISTEN && inodes.contains(&s.inode))
+        .map(|s| s.local.port())
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// Pids sharing a network namespace; `ours`: it is our own and sock_diag may be asked.
+struct NsGroup {
+    pids: Vec<u32>,
+    ours: bool,
+}
+
+/// Whether `root` is a procfs mount (fake trees in tests are not).
+fn is_procfs(root: &Path) -> bool {
+    const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+    let Ok(path) = std::ffi::CString::new(root.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs is plain old data, all zeroes is a valid value.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: path is NUL-terminated and st is a writable statfs.
+    let rc = unsafe { libc::statfs(path.as_ptr(), &mut st) };
+    #[allow(clippy::unnecessary_cast)] // f_type's type differs between architectures
+    let magic = st.f_type as i64;
+    rc == 0 && magic == PROC_SUPER_MAGIC
+}
+
+/// Every listener of our namespace from sock_diag; `None` (use /proc) if the kernel cannot say,
+/// e.g. without the tcp_diag module.
+fn diag_listeners() -> Option<Vec<TcpSocketEntry>> {
+    match SockDiag::open().and_then(|mut d| d.listeners()) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::debug!("{e}; reading /proc/net/tcp instead");
+            None
+        }
+    }
 }
 
 /// Keeps the first error that is not "the process went away".
@@ -695,15 +893,33 @@ pub struct SocketOwner {
     pub inode: u64,
 }
 
+/// What [`SocketOwners::find`] knows about a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    Owner(SocketOwner),
+    /// Not among the sockets read at the last refresh: a refresh may find it.
+    Unknown,
+    /// The kernel has the connection without a file (not accepted yet) or not at all (closed):
+    /// no fd table holds it now, so a refresh would be wasted.
+    NoFileYet,
+}
+
 /// Finds which process owns a TCP connection, given its addresses, by reading the target
 /// processes' net/tcp and fd tables; results cached by inode; refresh on miss (rate-limited by
 /// the caller).
 #[derive(Debug)]
 pub struct SocketOwners {
     proc: ProcFs,
-    /// (normalized local, normalized remote) → inodes (several only across namespaces).
+    /// (normalized local, normalized remote) → inodes (several only across namespaces), for
+    /// namespaces read through net/tcp.
     by_tuple: HashMap<(SocketAddr, SocketAddr), Vec<u64>>,
     by_inode: HashMap<u64, SocketOwner>,
+    /// Some refreshed pid is in our namespace: a tuple not in `by_tuple` is looked up live with
+    /// sock_diag (one hash lookup) instead of from a copy of the whole table.
+    diag_lookup: bool,
+    diag: Option<SockDiag>,
+    /// sock_diag failed once: net/tcp from then on.
+    diag_broken: bool,
 }
 
 impl SocketOwners {
@@ -712,6 +928,9 @@ impl SocketOwners {
             proc,
             by_tuple: HashMap::new(),
             by_inode: HashMap::new(),
+            diag_lookup: false,
+            diag: None,
+            diag_broken: false,
         }
     }
 
@@ -719,14 +938,16 @@ impl SocketOwners {
         &self.proc
     }
 
-    /// Rebuild the tables for these pids (each pid's netns tcp tables + its fds). Pids that have
-    /// exited are skipped; the tables are rebuilt from whatever could be read, and the first
-    /// other error (if any) is returned afterwards.
+    /// Rebuild the tables for these pids (each pid's fds, and the tcp tables of its netns unless
+    /// it is ours: those are looked up per connection). Pids that have exited are skipped; the
+    /// tables are rebuilt from whatever could be read, and the first other error (if any) is
+    /// returned afterwards.
     pub fn refresh(&mut self, pids: &[u32]) -> Result<(), ProcError> {
         let mut by_inode: HashMap<u64, SocketOwner> = HashMap::new();
         let mut by_tuple: HashMap<(SocketAddr, SocketAddr), Vec<u64>> = HashMap::new();
         let mut first_err = None;
-        for group in self.proc.group_by_netns(pids) {
+        let mut diag_lookup = false;
+        for NsGroup { pids: group, ours } in self.proc.group_by_netns(pids) {
             for &pid in &group {
                 match self.proc.socket_inodes(pid) {
                     // A socket shared after fork keeps the first owner seen.
@@ -739,6 +960,19 @@ impl SocketOwners {
                     }
                     Err(e) => note_err(&mut first_err, e),
                 }
+            }
+            if ours && self.diag.is_none() && !self.diag_broken {
+                match SockDiag::open() {
+                    Ok(d) => self.diag = Some(d),
+                    Err(e) => {
+                        tracing::debug!("{e}; reading /proc/net/tcp instead");
+                        self.diag_broken = true;
+                    }
+                }
+            }
+            if ours && self.diag.is_some() {
+                diag_lookup = true;
+                continue;
             }
             let Some(table) = self.proc.first_table(&group, &mut first_err) else {
                 continue;
@@ -756,14 +990,46 @@ impl SocketOwners {
         }
         self.by_inode = by_inode;
         self.by_tuple = by_tuple;
+        self.diag_lookup = diag_lookup;
         first_err.map_or(Ok(()), Err)
     }
 
-    /// Owner (pid, fd, inode) of the connection local→remote, if known after the last refresh.
-    /// Addresses are compared after [`normalize`].
-    pub fn lookup(&self, local: SocketAddr, remote: SocketAddr) -> Option<SocketOwner> {
-        let inodes = self.by_tuple.get(&(normalize(local), normalize(remote)))?;
-        inodes.iter().find_map(|i| self.by_inode.get(i)).copied()
+    /// Owner (pid, fd, inode) of the connection local→remote, if one of the pids of the last
+    /// refresh held it then. Addresses are compared after [`normalize`].
+    pub fn lookup(&mut self, local: SocketAddr, remote: SocketAddr) -> Option<SocketOwner> {
+        match self.find(local, remote) {
+            Lookup::Owner(o) => Some(o),
+            Lookup::Unknown | Lookup::NoFileYet => None,
+        }
+    }
+
+    /// [`SocketOwners::lookup`], saying whether a [`SocketOwners::refresh`] could help.
+    pub fn find(&mut self, local: SocketAddr, remote: SocketAddr) -> Lookup {
+        if let Some(inodes) = self.by_tuple.get(&(normalize(local), normalize(remote)))
+            && let Some(o) = inodes.iter().find_map(|i| self.by_inode.get(i))
+        {
+            return Lookup::Owner(*o);
+        }
+        if !self.diag_lookup {
+            return Lookup::Unknown;
+        }
+        let Some(diag) = self.diag.as_mut() else {
+            return Lookup::Unknown;
+        };
+        match diag.connection(local, remote) {
+            Ok(Some(s)) if s.inode != 0 => match self.by_inode.get(&s.inode) {
+                Some(o) => Lookup::Owner(*o),
+                None => Lookup::Unknown,
+            },
+            // Inode 0: not attached to a file (not accepted yet, or closing); no socket: gone.
+            Ok(_) => Lookup::NoFileYet,
+            Err(e) => {
+                tracing::debug!("{e}; reading /proc/net/tcp from the next refresh on");
+                self.diag = None;
+                self.diag_broken = true;
+                Lookup::Unknown
+            }
+        }
     }
 
     /// Owner of a socket inode, if one of the refreshed pids held it.
@@ -833,9 +1099,10 @@ pub(crate) mod testkit {
 
 #[cfg(test)]
 mod tests {
-    use super::testkit::{FakeProc, TCP_HEADER};
+    use super::testkit::{FakeProc, TCP_HEADER, tcp_listen_line};
     use super::*;
     use std::os::fd::AsRawFd;
+    use std::time::Instant;
 
     const TCP6_HEADER: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
 
@@ -1096,6 +1363,47 @@ tracefs /sys/kernel/tracing tracefs rw,nosuid,nodev,noexec,relatime 0 0
     }
 
     #[test]
+    fn listening_ports_cache_skips_unchanged_fd_tables() {
+        let f = fixture();
+        let p = f.proc();
+        let stat = |start: u64| {
+            format!(
+                "100 (kafka (x) y) S 1 100 100 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 {start} 0 0\n"
+            )
+        };
+        f.file("100/stat", stat(5000));
+        assert_eq!(p.start_time(100).unwrap(), 5000);
+        let cache = ListenCache::default();
+        let all = p.listening_ports(100).unwrap();
+        assert_eq!(p.listening_ports_cached(100, &cache).unwrap(), all);
+        // The fd table changes but the namespace's listeners do not: not listed again.
+        fs::remove_file(f.root.join("100/fd/3")).unwrap();
+        let fewer = p.listening_ports(100).unwrap();
+        assert_ne!(fewer, all);
+        assert_eq!(p.listening_ports_cached(100, &cache).unwrap(), all);
+        // Same pid, another process (start time): listed again.
+        f.file("100/stat", stat(6000));
+        assert_eq!(p.listening_ports_cached(100, &cache).unwrap(), fewer);
+        // A listener appears in the namespace: listed again.
+        f.link("100/fd/3", "socket:[1001]")
+            .file("100/net/tcp", host_tcp() + &tcp_listen_line(9, 1234, 7777));
+        assert_eq!(p.listening_ports_cached(100, &cache).unwrap(), all);
+        // Forgotten: listed again.
+        fs::remove_file(f.root.join("100/fd/3")).unwrap();
+        assert_eq!(p.listening_ports_cached(100, &cache).unwrap(), all);
+        cache.keep_only(|pid| pid != 100);
+        assert_eq!(p.listening_ports_cached(100, &cache).unwrap(), fewer);
+        // Without a stat file (fake trees): always listed.
+        assert_eq!(p.listening_ports_cached(200, &cache).unwrap(), [22]);
+        assert!(p.listening_ports_cached(300, &cache).unwrap().is_empty());
+        f.file("100/stat", "100 (kafka) S 1\n");
+        assert!(matches!(
+            p.listening_ports_cached(100, &cache),
+            Err(ProcError::Parse { .. })
+        ));
+    }
+
+    #[test]
     fn pid_listening_on_scans_all() {
         let f = fixture();
         let p = f.proc();
@@ -1334,10 +1642,89 @@ tracefs /sys/kernel/tracing tracefs rw,nosuid,nodev,noexec,relatime 0 0
 
     #[test]
     fn real_socket_owners() {
+        check_socket_owners(ProcFs::default());
+        check_socket_owners(ProcFs::default().without_sock_diag());
+    }
+
+    #[test]
+    fn real_find_says_when_a_refresh_helps() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut o = SocketOwners::new(ProcFs::default());
+        o.refresh(&[own()]).unwrap();
+        // Not accepted yet: the server side has no file, no fd table can hold it.
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        let client_addr = client.local_addr().unwrap();
+        assert_eq!(o.find(addr, client_addr), Lookup::NoFileYet);
+        // Accepted after the refresh: a refresh helps, and finds it.
+        let (server, _) = l.accept().unwrap();
+        assert_eq!(o.find(addr, client_addr), Lookup::Unknown);
+        o.refresh(&[own()]).unwrap();
+        let Lookup::Owner(s) = o.find(addr, client_addr) else {
+            panic!("accepted socket not found");
+        };
+        assert_eq!(s.fd, server.as_raw_fd() as u32);
+        // A tuple no socket has.
+        let nobody: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(o.find(nobody, client_addr), Lookup::NoFileYet);
+        // Through net/tcp nothing is known about files: always Unknown until refreshed.
+        let mut slow = SocketOwners::new(ProcFs::default().without_sock_diag());
+        assert_eq!(slow.find(nobody, client_addr), Lookup::Unknown);
+    }
+
+    /// A process in another network namespace (as in a pod) is read through its net/tcp: the
+    /// sock_diag answer, for our namespace, does not have its listener.
+    #[test]
+    fn real_other_namespace_uses_net_tcp() {
+        use std::io::BufRead;
+        let script = "import socket,time; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(); \
+                      print(s.getsockname()[1], flush=True); time.sleep(30)";
+        let child = std::process::Command::new("unshare")
+            .args(["--net", "--", "python3", "-c", script])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let Ok(mut child) = child else {
+            eprintln!("skipped: no unshare");
+            return;
+        };
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let Ok(port) = line.trim().parse::<u16>() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("skipped: unshare --net failed (not root?)");
+            return;
+        };
+        let pid = child.id(); // unshare execs python3
+        let p = ProcFs::default();
+        let result = || {
+            assert!(!p.in_own_netns(pid));
+            assert_eq!(p.listening_ports(pid).unwrap(), [port]);
+            assert_eq!(p.listeners_on(&[port], &[pid]).unwrap(), [(pid, port)]);
+            let theirs = p.socket_inodes(pid).unwrap();
+            let ours = diag_listeners().unwrap();
+            assert!(
+                !ours
+                    .iter()
+                    .any(|e| theirs.iter().any(|&(i, _)| i == e.inode))
+            );
+        };
+        let outcome = std::panic::catch_unwind(result);
+        let _ = child.kill();
+        let _ = child.wait();
+        if let Err(e) = outcome {
+            std::panic::resume_unwind(e);
+        }
+    }
+
+    fn check_socket_owners(proc: ProcFs) {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (server, _) = l.accept().unwrap();
-        let mut o = SocketOwners::new(ProcFs::default());
+        let mut o = SocketOwners::new(proc);
         o.refresh(&[own()]).unwrap();
         let c = o
             .lookup(client.local_addr().unwrap(), client.peer_addr().unwrap())
@@ -1362,6 +1749,63 @@ tracefs /sys/kernel/tracing tracefs rw,nosuid,nodev,noexec,relatime 0 0
             assert_eq!(s.fd, server.as_raw_fd() as u32);
             let s = o.lookup(server.local_addr().unwrap(), peer).unwrap();
             assert_eq!(s.fd, server.as_raw_fd() as u32);
+        }
+    }
+
+    /// sock_diag and net/tcp give the same answers on this machine (and how long each takes).
+    #[test]
+    fn sock_diag_matches_proc_net_tcp() {
+        let fast = ProcFs::default();
+        assert!(fast.sock_diag, "/proc is a procfs");
+        assert!(fast.in_own_netns(own()));
+        let slow = fast.clone().without_sock_diag();
+        let l4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let l6 = std::net::TcpListener::bind("[::]:0").ok(); // IPv6 may be disabled
+        let p4 = l4.local_addr().unwrap().port();
+        // Other tests of this process open and close listeners: retry until two reads agree.
+        let mut fast_ports = Vec::new();
+        for attempt in 1.. {
+            let t = Instant::now();
+            fast_ports = fast.listening_ports(own()).unwrap();
+            let fast_t = t.elapsed();
+            let t = Instant::now();
+            let slow_ports = slow.listening_ports(own()).unwrap();
+            let slow_t = t.elapsed();
+            eprintln!("listening_ports: sock_diag {fast_t:?}, net/tcp {slow_t:?}");
+            if fast_ports == slow_ports {
+                break;
+            }
+            assert!(
+                attempt < 5,
+                "sock_diag {fast_ports:?}, net/tcp {slow_ports:?}"
+            );
+        }
+        assert!(fast_ports.contains(&p4));
+        if let Some(l6) = &l6 {
+            assert!(fast_ports.contains(&l6.local_addr().unwrap().port()));
+        }
+        assert_eq!(
+            fast.listeners_on(&[p4], &[]).unwrap(),
+            slow.listeners_on(&[p4], &[]).unwrap()
+        );
+        // The whole listener table of the namespace, entry for entry. Other processes may open
+        // or close listeners between the two reads: retry a few times.
+        let key = |e: &TcpSocketEntry| (e.inode, e.local, e.remote, e.uid, e.state);
+        for attempt in 1.. {
+            let mut a = diag_listeners().expect("sock_diag answers here");
+            let mut b: Vec<_> = slow
+                .tcp_sockets(own())
+                .unwrap()
+                .into_iter()
+                .filter(|e| e.state == TCP_LISTEN)
+                .collect();
+            a.sort_by_key(key);
+            b.sort_by_key(key);
+            if a == b {
+                assert!(a.iter().any(|e| e.local == l4.local_addr().unwrap()));
+                break;
+            }
+            assert!(attempt < 5, "sock_diag {a:?}\nnet/tcp {b:?}");
         }
     }
 }

@@ -22,7 +22,7 @@ use super::{
     CaptureError, Connection, Direction, KernelConfig, KernelCounters, Programs, TargetSpec,
     connections::Table,
     discover,
-    procfs::{ProcFs, SocketOwners},
+    procfs::{Lookup, ProcFs, SocketOwners},
     records::{self, Chunk, ConnRecordExt, ProcRecordExt, Record},
     targets::{CgroupTree, CgroupTreeError, Resolver, Target, TargetError},
 };
@@ -628,24 +628,26 @@ impl State {
         }
         entry.owner_attempts += 1;
         let (local, peer) = (entry.info.local, entry.info.peer);
-        let mut owner = self.owners.lookup(local, peer);
+        let mut owner = self.owners.find(local, peer);
         let stale = self
             .owners_refreshed
             .is_none_or(|t| t.elapsed() > Duration::from_millis(20));
-        if owner.is_none() && stale {
+        // NoFileYet: the kernel says no fd holds it now (not accepted yet, or already closed);
+        // re-reading the fd tables would be wasted, a later attempt may succeed.
+        if owner == Lookup::Unknown && stale {
             let pids: Vec<u32> = self.targets.keys().copied().collect();
             let _ = self.owners.refresh(&pids);
             self.owners_refreshed = Some(Instant::now());
-            owner = self.owners.lookup(local, peer);
+            owner = self.owners.find(local, peer);
         }
         let entry = self.table.get_mut(cookie).expect("present");
         match owner {
-            Some(o) => {
+            Lookup::Owner(o) => {
                 entry.info.pid = Some(o.pid);
                 entry.info.fd = Some(o.fd);
                 true
             }
-            None => false,
+            Lookup::Unknown | Lookup::NoFileYet => false,
         }
     }
 

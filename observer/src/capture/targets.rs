@@ -9,7 +9,7 @@ use std::{
 };
 
 use super::discover::{self, BrokerKind};
-use super::procfs::{ProcError, ProcFs};
+use super::procfs::{ListenCache, ProcError, ProcFs};
 
 /// What the user asked to watch. Selectors add up.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -83,11 +83,18 @@ impl TargetError {
 pub struct Resolver {
     pub proc: ProcFs,
     pub cgroups: CgroupTree,
+    /// Listening ports of the targets from the previous resolve: the daemon resolves every
+    /// second, and a broker's fd table need not be listed again while its listeners stay.
+    listen_cache: ListenCache,
 }
 
 impl Resolver {
     pub fn new(proc: ProcFs, cgroups: CgroupTree) -> Self {
-        Self { proc, cgroups }
+        Self {
+            proc,
+            cgroups,
+            listen_cache: ListenCache::default(),
+        }
     }
 
     /// Every target the spec names right now. With `strict`, a selector that matches nothing is an
@@ -140,6 +147,7 @@ impl Resolver {
                 discovered_only.remove(&pid);
             }
         }
+        self.listen_cache.keep_only(|pid| wanted.contains_key(&pid));
         let mut targets = Vec::with_capacity(wanted.len());
         for (pid, only) in wanted {
             match self.describe(pid, only, kinds.get(&pid).copied()) {
@@ -172,7 +180,11 @@ impl Resolver {
         let cgroup = self.cgroups.host_dir(pid, &rel)?;
         let ports = match only {
             Some(ports) => ports,
-            None => self.proc.listening_ports(pid)?.into_iter().collect(),
+            None => self
+                .proc
+                .listening_ports_cached(pid, &self.listen_cache)?
+                .into_iter()
+                .collect(),
         };
         Ok(Target {
             pid,
@@ -823,6 +835,50 @@ mod tests {
             Err(TargetError::NoSuchName(_))
         ));
         assert!(r.resolve(&spec, false).unwrap().is_empty());
+    }
+
+    /// One re-resolve of a `--pid` spec (what the daemon does every second) through sock_diag
+    /// and the fd cache, and through net/tcp: the same targets; the mean time of each is printed
+    /// (`-- --nocapture`). BROKERSCOPE_REFRESH_PID=PID resolves that process instead of this one.
+    #[test]
+    fn refresh_same_targets_with_and_without_sock_diag() {
+        let _listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let pid = std::env::var("BROKERSCOPE_REFRESH_PID")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(std::process::id);
+        let proc = ProcFs::default();
+        let root = proc.cgroup2_mount().unwrap().expect("cgroup v2 mounted");
+        let fast = Resolver::new(proc.clone(), CgroupTree::plain(root.clone()));
+        let slow = Resolver::new(proc.without_sock_diag(), CgroupTree::plain(root));
+        let spec = TargetSpec {
+            pids: vec![pid],
+            ..Default::default()
+        };
+        let summary = |t: &[Target]| -> Vec<_> {
+            t.iter()
+                .map(|t| (t.pid, t.ports.clone(), t.cgroup.clone()))
+                .collect()
+        };
+        const N: u32 = 20;
+        let timed = |r: &Resolver| {
+            let start = std::time::Instant::now();
+            let mut last = Vec::new();
+            for _ in 0..N {
+                last = r.resolve(&spec, true).unwrap();
+            }
+            (start.elapsed() / N, summary(&last))
+        };
+        // Other tests of this process open and close listeners: retry until both agree.
+        for attempt in 1.. {
+            let (fast_t, fast_r) = timed(&fast);
+            let (slow_t, slow_r) = timed(&slow);
+            eprintln!("resolve pid {pid}: sock_diag + fd cache {fast_t:?}, net/tcp {slow_t:?}");
+            if fast_r == slow_r {
+                break;
+            }
+            assert!(attempt < 5, "{fast_r:?} != {slow_r:?}");
+        }
     }
 
     #[test]
