@@ -31,6 +31,9 @@ pub mod globals {
     pub const CAPTURE_CAP: &str = "CAPTURE_CAP";
     /// u32: non-zero = follow connections the target processes open themselves.
     pub const TRACK_OUTGOING: &str = "TRACK_OUTGOING";
+    /// u32: bytes waiting in the ring at which a write wakes the reader; below it records are
+    /// written without a wake-up and the reader finds them on its drain timer.
+    pub const RING_WAKE_BYTES: &str = "RING_WAKE_BYTES";
 }
 
 /// Bytes of payload carried by one chunk record at most.

@@ -1,5 +1,6 @@
 //! Maps, globals and the small helpers every program uses.
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -38,6 +39,11 @@ static CAPTURE_CAP: u32 = DEFAULT_CAPTURE_CAP;
 #[unsafe(no_mangle)]
 static TRACK_OUTGOING: u32 = 0;
 
+/// Userspace sets this before loading (default: ring size / 16). Never 0 in practice; 0 would
+/// mean a wake-up per record, the kernel's own behaviour with flags 0.
+#[unsafe(no_mangle)]
+static RING_WAKE_BYTES: u32 = 1024 * 1024;
+
 /// Globals must be read volatile, or the compiler folds in the default values.
 #[inline(always)]
 pub fn capture_cap() -> u32 {
@@ -47,6 +53,26 @@ pub fn capture_cap() -> u32 {
 #[inline(always)]
 pub fn track_outgoing() -> bool {
     unsafe { core::ptr::read_volatile(&TRACK_OUTGOING) != 0 }
+}
+
+#[inline(always)]
+fn ring_wake_bytes() -> u64 {
+    unsafe { core::ptr::read_volatile(&RING_WAKE_BYTES) as u64 }
+}
+
+/// Flags for writing a record of `size` bytes to EVENTS. With flags 0 the kernel wakes the reader
+/// whenever it has caught up, i.e. once per packet under request/response or moderate load. So
+/// write without a wake-up, and force one only once RING_WAKE_BYTES are waiting (including this
+/// record): the reader drains on a short timer for the rest, and is woken long before the ring
+/// fills under a burst.
+#[inline(always)]
+pub fn ring_flags(size: usize) -> u64 {
+    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    if waiting + size as u64 >= ring_wake_bytes() {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
 }
 
 #[inline(always)]
@@ -68,9 +94,15 @@ pub fn current_tgid() -> u32 {
 }
 
 /// Writes a fixed-size control record (connection or process) and counts the outcome.
+///
+/// Same wake-up policy as data chunks, not an unconditional wake-up: control records are rare
+/// per packet but not per connection, and a load of short connections (open, one request,
+/// close) would otherwise bring back a wake-up or two per connection. Nothing needs them
+/// sooner than the data: the ring is one FIFO, so a connection's open is read before its chunks
+/// whatever the timing, and the drain timer bounds the delay for both.
 #[inline(always)]
 pub fn emit_control<T>(record: &T) {
-    match EVENTS.output::<T>(record, 0) {
+    match EVENTS.output::<T>(record, ring_flags(core::mem::size_of::<T>())) {
         Ok(()) => count(Counter::ControlEmitted, 1),
         Err(_) => count(Counter::ControlLost, 1),
     }

@@ -18,7 +18,8 @@ use observer_common::{
 };
 
 use crate::maps::{
-    EVENTS, LOST_RANGES, SCRATCH, TARGET_COOKIES, capture_cap, count, port_selected, track_outgoing,
+    EVENTS, LOST_RANGES, SCRATCH, TARGET_COOKIES, capture_cap, count, port_selected, ring_flags,
+    track_outgoing,
 };
 
 const ETH_P_IP_BE: u32 = 0x0800u16.to_be() as u32;
@@ -199,7 +200,7 @@ fn copy_packet(
         }
         let size = CHUNK_HEADER_SIZE + unsafe { (*record).header.captured } as usize;
         let bytes = unsafe { core::slice::from_raw_parts(record as *const u8, bounded_size(size)) };
-        match EVENTS.output::<[u8]>(bytes, 0) {
+        match EVENTS.output::<[u8]>(bytes, ring_flags(bytes.len())) {
             Ok(()) => {
                 count(Counter::ChunksEmitted, 1);
                 count(Counter::BytesCaptured, n as u64);

@@ -36,6 +36,9 @@ pub struct KernelConfig {
     pub capture_cap: u32,
     /// Also capture connections the target processes open themselves.
     pub track_outgoing: bool,
+    /// Bytes waiting in the ring at which the kernel wakes the reader; below it the reader finds
+    /// records on its drain timer. None: [`KernelConfig::DEFAULT_WAKE_FRACTION`] of the ring.
+    pub ring_wake_bytes: Option<u32>,
 }
 
 impl Default for KernelConfig {
@@ -44,11 +47,23 @@ impl Default for KernelConfig {
             ring_bytes: 16 << 20,
             capture_cap: DEFAULT_CAPTURE_CAP,
             track_outgoing: false,
+            ring_wake_bytes: None,
         }
     }
 }
 
 impl KernelConfig {
+    /// Default wake threshold: this fraction of the ring, so the reader is woken long before
+    /// the ring fills even if its timer is late.
+    pub const DEFAULT_WAKE_FRACTION: u32 = 16;
+
+    /// The wake threshold the kernel programs use.
+    pub fn wake_bytes(&self) -> u32 {
+        self.ring_wake_bytes
+            .unwrap_or(self.ring_bytes / Self::DEFAULT_WAKE_FRACTION)
+            .max(1)
+    }
+
     pub fn validate(&self) -> Result<(), CaptureError> {
         let page = 4096;
         if self.ring_bytes < page || !self.ring_bytes.is_power_of_two() {
@@ -61,6 +76,14 @@ impl KernelConfig {
             return Err(CaptureError::Config(format!(
                 "capture cap {} bytes is invalid: use 1..={MAX_CAPTURE_CAP}",
                 self.capture_cap
+            )));
+        }
+        if let Some(wake) = self.ring_wake_bytes
+            && (wake == 0 || wake > self.ring_bytes)
+        {
+            return Err(CaptureError::Config(format!(
+                "ring wake-up threshold {wake} bytes is invalid: use 1..={} (the ring size)",
+                self.ring_bytes
             )));
         }
         Ok(())
@@ -95,9 +118,11 @@ impl Programs {
         }
         raise_memlock();
         let track = u32::from(config.track_outgoing);
+        let wake = config.wake_bytes();
         let mut ebpf = EbpfLoader::new()
             .override_global(globals::CAPTURE_CAP, &config.capture_cap, true)
             .override_global(globals::TRACK_OUTGOING, &track, true)
+            .override_global(globals::RING_WAKE_BYTES, &wake, true)
             .map_max_entries(maps::EVENTS, config.ring_bytes)
             .load(OBJECT)
             .map_err(|e| CaptureError::load("loading the eBPF object", e))?;
@@ -321,4 +346,31 @@ fn raise_memlock() {
     };
     // SAFETY: plain syscall with a valid pointer.
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wake_threshold_defaults_to_a_sixteenth_of_the_ring_and_is_validated() {
+        let config = KernelConfig::default();
+        assert_eq!(config.wake_bytes(), (16 << 20) / 16);
+        let small = KernelConfig {
+            ring_bytes: 4096,
+            ..Default::default()
+        };
+        assert_eq!(small.wake_bytes(), 256);
+        for (wake, ok) in [(1, true), (4096, true), (0, false), (8192, false)] {
+            let c = KernelConfig {
+                ring_bytes: 4096,
+                ring_wake_bytes: Some(wake),
+                ..Default::default()
+            };
+            assert_eq!(c.validate().is_ok(), ok, "{wake}");
+            if ok {
+                assert_eq!(c.wake_bytes(), wake);
+            }
+        }
+    }
 }

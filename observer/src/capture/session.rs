@@ -124,6 +124,12 @@ impl Default for SessionConfig {
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
 /// Records handled per wake-up before timers get a turn.
 const BATCH: usize = 8192;
+/// Drain-timer interval while drains find records. The kernel writes records without waking us
+/// until `KernelConfig::wake_bytes` are waiting, so below that this timer is what reads them.
+const DRAIN_BUSY: Duration = Duration::from_millis(2);
+/// Drain-timer interval once it has backed off (doubling per empty drain): the longest a record
+/// waits to be read when the ring is quiet, and the wake-ups per second when idle (20).
+const DRAIN_IDLE: Duration = Duration::from_millis(50);
 /// Tries to find a connection's owning fd before settling for the listener's pid.
 const OWNER_ATTEMPTS: u8 = 5;
 /// Discovery registers no comm once this many are registered: the kernel's TARGET_COMMS map
@@ -267,16 +273,29 @@ impl CaptureSession {
     ) -> Result<(), CaptureError> {
         let mut tick = tokio::time::interval(HOUSEKEEPING);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(stop);
+        let mut pacer = DrainPacer::new(DRAIN_BUSY, DRAIN_IDLE);
+        let timer = tokio::time::sleep(pacer.interval());
+        tokio::pin!(stop, timer);
         loop {
             tokio::select! {
                 _ = &mut stop => return Ok(()),
+                // Forced wake-ups: the kernel found at least `wake_bytes` waiting.
                 guard = ring.readable_mut() => {
                     let mut guard = guard.map_err(CaptureError::Ring)?;
                     let drained = drain(guard.get_inner_mut(), &mut self.state, sink, BATCH);
                     if drained < BATCH {
                         guard.clear_ready();
                     }
+                    pacer.woken();
+                    timer.as_mut().reset(tokio::time::Instant::now() + pacer.interval());
+                }
+                // Everything below the threshold: records written without a wake-up.
+                _ = &mut timer => {
+                    let drained = drain(ring.get_mut(), &mut self.state, sink, BATCH);
+                    pacer.drained(drained);
+                    // A full batch: more is waiting; come back at once, after the others' turn.
+                    let next = if drained == BATCH { Duration::ZERO } else { pacer.interval() };
+                    timer.as_mut().reset(tokio::time::Instant::now() + next);
                 }
                 _ = tick.tick() => housekeeping(ring.get_mut(), &mut self.state, sink)?,
             }
@@ -351,6 +370,41 @@ fn housekeeping<S: StreamSink>(
     }
     state.resolve_owners(sink);
     Ok(())
+}
+
+/// The drain timer's interval: short while drains find records, doubling per empty drain up to
+/// `idle`, short again after a forced wake-up (traffic is back).
+#[derive(Debug)]
+struct DrainPacer {
+    busy: Duration,
+    idle: Duration,
+    current: Duration,
+}
+
+impl DrainPacer {
+    fn new(busy: Duration, idle: Duration) -> Self {
+        Self {
+            busy,
+            idle,
+            current: busy,
+        }
+    }
+
+    fn interval(&self) -> Duration {
+        self.current
+    }
+
+    fn drained(&mut self, records: usize) {
+        self.current = if records > 0 {
+            self.busy
+        } else {
+            (self.current * 2).min(self.idle)
+        };
+    }
+
+    fn woken(&mut self) {
+        self.current = self.busy;
+    }
 }
 
 fn drain<S: StreamSink>(
@@ -867,4 +921,30 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
 /// Realtime minus monotonic: converts the kernel's bpf_ktime_get_ns() stamps to wall time.
 fn clock_offset_ns() -> i128 {
     clock_ns(libc::CLOCK_REALTIME) as i128 - monotonic_ns() as i128
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drain_pacer_backs_off_when_idle_and_resets_on_records_or_wake_up() {
+        let ms = Duration::from_millis;
+        let mut p = DrainPacer::new(ms(2), ms(50));
+        assert_eq!(p.interval(), ms(2));
+        p.drained(3);
+        assert_eq!(p.interval(), ms(2));
+        let mut seen = vec![];
+        for _ in 0..7 {
+            p.drained(0);
+            seen.push(p.interval());
+        }
+        assert_eq!(seen, [ms(4), ms(8), ms(16), ms(32), ms(50), ms(50), ms(50)]);
+        p.drained(1);
+        assert_eq!(p.interval(), ms(2));
+        p.drained(0);
+        p.drained(0);
+        p.woken();
+        assert_eq!(p.interval(), ms(2));
+    }
 }

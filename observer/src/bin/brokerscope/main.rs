@@ -67,6 +67,7 @@ impl CaptureOptions {
                 ring_bytes: self.ring_size,
                 capture_cap: self.capture_cap,
                 track_outgoing: self.outgoing,
+                ring_wake_bytes: None,
             },
             ..Default::default()
         }

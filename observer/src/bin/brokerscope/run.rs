@@ -393,6 +393,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             ring_bytes: config.capture.ring_size,
             capture_cap: config.capture.capture_cap,
             track_outgoing: config.capture.outgoing,
+            ring_wake_bytes: None,
         },
         cgroup_root: config.capture.cgroup_root.clone(),
         ..Default::default()
