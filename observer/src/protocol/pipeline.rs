@@ -4,7 +4,7 @@
 //! A new connection is held (its first bytes, bounded) until [`Inference`] names its protocol;
 //! then the held bytes are replayed into the decoder in their original order. Connections of
 //! unknown or not yet supported protocols are dropped from decoding at once and only counted.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use super::{
     Ctx, DecoderStats, EventSink, ProtocolDecoder,
@@ -14,6 +14,7 @@ use super::{
     mqtt::MqttDecoder,
     nats::NatsDecoder,
 };
+use crate::FastMap;
 use crate::{
     capture::{ConnId, Connection, Direction, StreamEvent, StreamSink},
     event::{BrokerEvent, ConnRef, EventKind, System},
@@ -82,7 +83,7 @@ struct ConnState {
 pub struct DecodePipeline<E: EventSink> {
     sink: E,
     inference: Inference,
-    conns: HashMap<ConnId, ConnState>,
+    conns: FastMap<ConnId, ConnState>,
     stats: PipelineStats,
     shared: Shared,
 }
@@ -92,7 +93,7 @@ impl<E: EventSink> DecodePipeline<E> {
         Self {
             sink,
             inference,
-            conns: HashMap::new(),
+            conns: FastMap::default(),
             stats: PipelineStats::default(),
             shared: Shared::default(),
         }
@@ -330,7 +331,7 @@ impl<E: EventSink> StreamSink for DecodePipeline<E> {
 }
 
 fn conn_state<'a>(
-    conns: &'a mut HashMap<ConnId, ConnState>,
+    conns: &'a mut FastMap<ConnId, ConnState>,
     conn: &Connection,
     ts_ns: u64,
 ) -> &'a mut ConnState {

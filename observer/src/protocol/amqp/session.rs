@@ -3,12 +3,13 @@
 //! The framer (`mod.rs`) hands over whole method and content-header payloads and streams body
 //! bytes; everything protocol-aware lives here: login, vhost, negotiated frame size, channels,
 //! publisher-confirm sequence numbers, consumer tags, and messages being assembled.
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use super::{
     MAX_FRAME, MAX_NEGOTIATED_FRAME, MIN_FRAME,
     wire::{self, MAX_VALUE, Reader, Undecodable, Value},
 };
+use crate::FastMap;
 use crate::{
     capture::Direction,
     event::{BrokerEvent, Destination, EventKind, Fingerprint, MessageProps, Outcome, System},
@@ -42,9 +43,9 @@ type Out<'o> = &'o mut dyn FnMut(BrokerEvent);
 #[derive(Debug, Default)]
 pub(super) struct Session {
     conn: ConnInfo,
-    channels: HashMap<u16, Channel>,
+    channels: FastMap<u16, Channel>,
     /// Indexed by `Direction as usize`: publishes assemble on ingress, deliveries on egress.
-    content: [HashMap<u16, Pending>; 2],
+    content: [FastMap<u16, Pending>; 2],
     /// Names held in `Channel::{consumes, gets, consumers}`, bounded by `MAX_NAMES`.
     names: usize,
     frame_limit: Option<usize>,

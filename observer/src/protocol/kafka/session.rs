@@ -16,6 +16,7 @@ use super::{
     records::{self, Summary, codec_name},
     wire::{self, Reader, Res, api_name, error_name, is_flexible, t, uuid_text},
 };
+use crate::FastMap;
 use crate::{
     capture::{ConnId, Direction},
     event::{BrokerEvent, ConnRef, Destination, EventKind, Outcome, System},
@@ -142,7 +143,7 @@ struct Req {
 /// answered (skipped by sequence number, compacted when it doubles).
 #[derive(Debug, Default)]
 struct Pending {
-    map: HashMap<i32, (u64, Req)>,
+    map: FastMap<i32, (u64, Req)>,
     order: VecDeque<(u64, i32)>,
     next: u64,
 }

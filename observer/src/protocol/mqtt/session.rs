@@ -19,13 +19,13 @@
 //!   Control with every code, plus an Error per refused filter;
 //! - DISCONNECT → Control (Error when the broker sends a 5.0 reason ≥ 0x80); AUTH → Control;
 //! - PINGREQ / PINGRESP → counted frames, no event (they would dominate idle connections).
-use std::collections::HashMap;
 
 use super::{
     AUTH, CONNACK, CONNECT, DISCONNECT, PINGREQ, PINGRESP, PUBACK, PUBCOMP, PUBREC, PUBREL, SUBACK,
     SUBSCRIBE, UNSUBACK, UNSUBSCRIBE,
     wire::{self, Bad, MAX_HEADERS, MAX_TOPIC, MAX_TRACE, MAX_VALUE, Prop, Reader, Res},
 };
+use crate::FastMap;
 use crate::{
     capture::Direction,
     event::{BrokerEvent, Destination, EventKind, Fingerprint, MessageProps, Outcome, System},
@@ -66,13 +66,13 @@ pub(super) struct Session {
     login: Option<Login>,
     client_id: Option<String>,
     /// Topic aliases, indexed by `Direction as usize`: each sender sets its own.
-    aliases: [HashMap<u16, String>; 2],
+    aliases: [FastMap<u16, String>; 2],
     /// In-flight QoS 1/2 publishes by packet id, indexed by the direction the PUBLISH went.
-    inflight: [HashMap<u16, InFlight>; 2],
+    inflight: [FastMap<u16, InFlight>; 2],
     /// Destinations of SUBSCRIBE / UNSUBSCRIBE filters by packet id, to name SUBACK/UNSUBACK
     /// failures.
-    subs: HashMap<u16, Vec<Destination>>,
-    unsubs: HashMap<u16, Vec<Destination>>,
+    subs: FastMap<u16, Vec<Destination>>,
+    unsubs: FastMap<u16, Vec<Destination>>,
     /// Packets that decoded but could not be interpreted in full (unknown topic alias).
     pub(super) malformed: u64,
 }
@@ -170,7 +170,7 @@ impl Session {
 
     #[cfg(test)]
     pub(super) fn inflight_len(&self) -> usize {
-        self.inflight.iter().map(HashMap::len).sum()
+        self.inflight.iter().map(FastMap::len).sum()
     }
 
     /// A CONNECT was decoded: the broker's bytes start at a packet boundary.

@@ -6,13 +6,14 @@
 //! protocol-aware lives here: the negotiated payload limit, login, subscriptions (sid → subject
 //! pattern and queue group) and reply inboxes awaiting an answer (publishes that may get a
 //! PubAck, JetStream API requests).
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use super::{
     DEFAULT_MAX_PAYLOAD, MAX_CAPTURE, MAX_HEADER_BLOCK, MAX_NEGOTIATED_PAYLOAD,
     js::{self, AckKind, AckSubject, PubAck},
     wire::{self, Headers, Json, MAX_VALUE, MsgLine, Op, OpName},
 };
+use crate::FastMap;
 use crate::{
     capture::Direction,
     event::{BrokerEvent, Destination, EventKind, Fingerprint, Outcome, System},
@@ -41,7 +42,7 @@ pub(super) struct Session {
     limit: usize,
     auth: Auth,
     /// sid → subscription.
-    subs: HashMap<String, Sub>,
+    subs: FastMap<String, Sub>,
     waiting: Waiting,
 }
 
@@ -50,7 +51,7 @@ impl Default for Session {
         Self {
             limit: DEFAULT_MAX_PAYLOAD,
             auth: Auth::Unknown,
-            subs: HashMap::new(),
+            subs: FastMap::default(),
             waiting: Waiting::default(),
         }
     }
@@ -101,7 +102,7 @@ enum Wait {
 /// already answered (skipped by their sequence number, compacted when it doubles).
 #[derive(Debug, Default)]
 struct Waiting {
-    map: HashMap<String, (u64, Wait)>,
+    map: FastMap<String, (u64, Wait)>,
     order: VecDeque<(u64, String)>,
     next: u64,
 }
