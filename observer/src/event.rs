@@ -186,27 +186,34 @@ impl Destination {
     /// One display name: the queue or topic or subject; for AMQP publishes the exchange and
     /// routing key ("amq.default" for the default exchange).
     pub fn name(&self) -> Option<String> {
+        let mut out = String::new();
+        self.write_name(&mut out).then_some(out)
+    }
+
+    /// Appends [`Destination::name`] to `out` (no allocation once `out` has room, for per-event
+    /// lookups); false, with nothing appended, if there is none.
+    pub fn write_name(&self, out: &mut String) -> bool {
         if let Some(t) = &self.topic {
-            return Some(t.clone());
+            out.push_str(t);
+            return true;
         }
         if let Some(s) = &self.subject {
-            return Some(s.clone());
+            out.push_str(s);
+            return true;
         }
         match (&self.exchange, &self.routing_key, &self.queue) {
-            (_, _, Some(q)) if self.exchange.is_none() => Some(q.clone()),
+            (_, _, Some(q)) if self.exchange.is_none() => out.push_str(q),
             (Some(x), Some(rk), _) => {
-                let x = if x.is_empty() { "amq.default" } else { x };
-                Some(format!("{x}/{rk}"))
+                out.push_str(if x.is_empty() { "amq.default" } else { x });
+                out.push('/');
+                out.push_str(rk);
             }
-            (Some(x), None, _) => Some(if x.is_empty() {
-                "amq.default".into()
-            } else {
-                x.clone()
-            }),
-            (None, Some(rk), _) => Some(rk.clone()),
-            (_, _, Some(q)) => Some(q.clone()),
-            (None, None, None) => None,
+            (Some(x), None, _) => out.push_str(if x.is_empty() { "amq.default" } else { x }),
+            (None, Some(rk), _) => out.push_str(rk),
+            (_, _, Some(q)) => out.push_str(q),
+            (None, None, None) => return false,
         }
+        true
     }
 }
 

@@ -720,6 +720,9 @@ impl Correlator {
 struct LabelCache {
     hasher: FastState,
     map: FastMap<u64, Labels>,
+    /// A destination name that is not a field as is (an AMQP exchange and routing key) is
+    /// written here for the lookup (no allocation per event).
+    name: String,
 }
 
 const LABEL_CACHE_MAX: usize = 4096;
@@ -727,22 +730,20 @@ const LABEL_CACHE_MAX: usize = 4096;
 impl LabelCache {
     fn of(&mut self, e: &BrokerEvent) -> Labels {
         let d = e.destination.as_ref();
-        let name = d.and_then(crate::metrics::destination_display);
+        let name = d.and_then(|d| crate::metrics::destination_display(d, &mut self.name));
         let vhost = d.and_then(|d| d.vhost.as_deref());
-        let hash = self
-            .hasher
-            .hash_one((e.system, name.as_deref(), vhost, e.conn.pid));
+        let hash = self.hasher.hash_one((e.system, name, vhost, e.conn.pid));
         if let Some(l) = self.map.get(&hash)
             && l.system == e.system
             && l.pid == e.conn.pid
-            && l.destination.as_deref() == name.as_deref()
+            && l.destination.as_deref() == name
             && l.vhost.as_deref() == vhost
         {
             return l.clone();
         }
         let labels = Labels {
             system: e.system,
-            destination: name.map(|n| Arc::from(n.as_ref())),
+            destination: name.map(Arc::from),
             vhost: vhost.map(Arc::from),
             pid: e.conn.pid,
         };

@@ -15,9 +15,6 @@
 //! never looks a broker up.
 pub mod labels;
 
-use std::borrow::Cow;
-
-use crate::{FastMap, FastState};
 use std::{
     collections::HashMap,
     sync::{
@@ -33,6 +30,7 @@ use prometheus_client::{
 };
 
 use crate::{
+    FastMap, FastState,
     capture::{ConnId, KernelCounters, session::SessionStats},
     correlate::{Observation, Relation, lag::LagTracker},
     event::{BrokerEvent, Destination, EventKind, Outcome, System},
@@ -60,22 +58,28 @@ fn latency_histogram() -> Histogram {
 /// The label name of a destination: the topic or subject, an AMQP queue when the event names
 /// one (deliveries, declares), otherwise exchange/routing key.
 pub fn destination_name(d: &Destination) -> Option<String> {
-    destination_display(d).map(Cow::into_owned)
+    match named_field(d) {
+        Some(name) => Some(name.to_owned()),
+        None => d.name(),
+    }
 }
 
-/// [`destination_name`] without a copy when the name is a field as is (topic, subject, queue):
-/// the per-event paths look their caches up with it.
-pub fn destination_display(d: &Destination) -> Option<Cow<'_, str>> {
-    if let Some(t) = &d.topic {
-        return Some(Cow::Borrowed(t));
+/// [`destination_name`] without allocating: a field as is, or the name written into `scratch`
+/// (reused by the caller; the per-event label cache looks up with it).
+pub fn destination_display<'a>(d: &'a Destination, scratch: &'a mut String) -> Option<&'a str> {
+    if let Some(name) = named_field(d) {
+        return Some(name);
     }
-    if let Some(s) = &d.subject {
-        return Some(Cow::Borrowed(s));
-    }
-    if let Some(q) = &d.queue {
-        return Some(Cow::Borrowed(q));
-    }
-    d.name().map(Cow::Owned)
+    scratch.clear();
+    d.write_name(scratch).then_some(scratch.as_str())
+}
+
+/// The topic, subject or queue, whichever the destination has first.
+fn named_field(d: &Destination) -> Option<&str> {
+    d.topic
+        .as_deref()
+        .or(d.subject.as_deref())
+        .or(d.queue.as_deref())
 }
 
 /// Every family. Cheap to share: the HTTP thread encodes while the decode thread updates.
@@ -614,7 +618,7 @@ impl Recorder {
     }
 
     /// The message counters of an event's destination, from the cache when possible (looked
-    /// up without allocating: AMQP's vhost + name key is built in a reused buffer).
+    /// up without allocating: AMQP's key is built in a reused buffer).
     fn dest_counters(&mut self, e: &BrokerEvent) -> DestCounters {
         let d = e.destination.as_ref();
         let mut amqp_key = std::mem::take(&mut self.key_buf);
@@ -622,17 +626,30 @@ impl Recorder {
         let key: &str = match d {
             None => "",
             Some(d) if e.system == System::Amqp => {
-                amqp_key.push_str(d.vhost.as_deref().unwrap_or(""));
-                amqp_key.push('\u{0}');
-                amqp_key.push_str(&destination_display(d).unwrap_or_default());
+                // The fields the labels are made of, as they are (the display name of an
+                // exchange publish would be formatted); '-' marks an absent field, so absent
+                // and empty differ (the default exchange is the empty name).
+                let fields = [
+                    &d.vhost,
+                    &d.exchange,
+                    &d.routing_key,
+                    &d.queue,
+                    &d.topic,
+                    &d.subject,
+                ];
+                for field in fields {
+                    match field {
+                        Some(v) => {
+                            amqp_key.push('+');
+                            amqp_key.push_str(v);
+                        }
+                        None => amqp_key.push('-'),
+                    }
+                    amqp_key.push('\u{0}');
+                }
                 &amqp_key
             }
-            Some(d) => d
-                .topic
-                .as_deref()
-                .or(d.subject.as_deref())
-                .or(d.queue.as_deref())
-                .unwrap_or(""),
+            Some(d) => named_field(d).unwrap_or(""),
         };
         let broker = match &self.brokers {
             None => 0,
